@@ -1,0 +1,106 @@
+//! The two file hashes model hubs publish.
+//!
+//! Hugging Face names LFS files by the sha256 of their bytes and regular files by their git blob
+//! sha1 (`sha1("blob <len>\0" + bytes)`); ModelScope gives sha256 for every file.
+
+use serde::{Deserialize, Serialize};
+use sha1::Digest as _;
+
+/// The hash a file must have, as published by its source.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileHash {
+    /// sha256 of the raw bytes, lowercase hex.
+    Sha256(String),
+    /// git blob sha1 (`blob <len>\0` prefix), lowercase hex.
+    GitSha1(String),
+}
+
+impl FileHash {
+    pub fn hex(&self) -> &str {
+        match self {
+            FileHash::Sha256(h) | FileHash::GitSha1(h) => h,
+        }
+    }
+
+    pub fn algorithm(&self) -> &'static str {
+        match self {
+            FileHash::Sha256(_) => "sha256",
+            FileHash::GitSha1(_) => "git-sha1",
+        }
+    }
+
+    /// A fresh hasher that computes this kind of hash for a file of `size` bytes.
+    pub fn hasher(&self, size: u64) -> Hasher {
+        match self {
+            FileHash::Sha256(_) => Hasher::sha256(),
+            FileHash::GitSha1(_) => Hasher::git_sha1(size),
+        }
+    }
+}
+
+impl std::fmt::Display for FileHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.algorithm(), self.hex())
+    }
+}
+
+/// An incremental hasher for either [`FileHash`] kind.
+#[derive(Clone)]
+pub enum Hasher {
+    Sha256(sha2::Sha256),
+    GitSha1(sha1::Sha1),
+}
+
+impl Hasher {
+    pub fn sha256() -> Self {
+        Hasher::Sha256(sha2::Sha256::new())
+    }
+
+    pub fn git_sha1(size: u64) -> Self {
+        let mut h = sha1::Sha1::new();
+        h.update(format!("blob {size}\0").as_bytes());
+        Hasher::GitSha1(h)
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(data),
+            Hasher::GitSha1(h) => h.update(data),
+        }
+    }
+
+    pub fn finish(self) -> FileHash {
+        match self {
+            Hasher::Sha256(h) => FileHash::Sha256(hex::encode(h.finalize())),
+            Hasher::GitSha1(h) => FileHash::GitSha1(hex::encode(h.finalize())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_vectors() {
+        let mut h = Hasher::git_sha1(0);
+        h.update(b"");
+        assert_eq!(
+            h.finish().hex(),
+            "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+        );
+        let mut h = Hasher::git_sha1(6);
+        h.update(b"hello\n");
+        assert_eq!(
+            h.finish().hex(),
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
+        let mut h = Hasher::sha256();
+        h.update(b"hello\n");
+        assert_eq!(
+            h.finish().hex(),
+            "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! One module per subcommand: parse arguments, call a library, print the result (human or --json).
+
+pub mod deploy;
+pub mod fetch;
+pub mod lint;
+pub mod plan;
+pub mod sidecar;
+pub mod status;
+pub mod verify;
+pub mod warm;

@@ -1,0 +1,45 @@
+//! Exit codes, one per kind of failure, so scripts and Kubernetes can tell them apart.
+//! Documented in the README; keep the two in step.
+
+/// Anything not listed below.
+pub const FAILURE: u8 = 1;
+/// Bad command line (clap's own code).
+#[allow(dead_code)]
+pub const USAGE: u8 = 2;
+/// Missing or wrong token, gated repo without access.
+pub const AUTH: u8 = 3;
+/// Repo, revision or file not found.
+pub const NOT_FOUND: u8 = 4;
+/// A file or the checkpoint failed verification or validation.
+pub const VERIFY: u8 = 5;
+/// The network or the server failed after every retry.
+pub const NETWORK: u8 = 6;
+/// Local storage: disk full, permission denied, directory locked by another ferry.
+pub const STORAGE: u8 = 7;
+/// A wait timed out (sidecar gate, lock).
+pub const TIMEOUT: u8 = 8;
+/// ferry itself failed (a bug, or the runtime could not start).
+pub const INTERNAL: u8 = 70;
+
+/// Maps an error chain to its exit code by the kind of the first library error in it.
+pub fn code_for(err: &anyhow::Error) -> u8 {
+    use ferry_sharder::ErrorKind;
+    let kind = err.chain().find_map(|cause| {
+        if let Some(e) = cause.downcast_ref::<ferry_fetcher::Error>() {
+            Some(e.kind())
+        } else if let Some(e) = cause.downcast_ref::<ferry_sharder::Error>() {
+            Some(e.kind())
+        } else {
+            cause.downcast_ref::<ferry_sidecar::Error>().map(|e| e.kind())
+        }
+    });
+    match kind {
+        Some(ErrorKind::Auth) => AUTH,
+        Some(ErrorKind::NotFound) => NOT_FOUND,
+        Some(ErrorKind::Verify) => VERIFY,
+        Some(ErrorKind::Network) => NETWORK,
+        Some(ErrorKind::Storage) => STORAGE,
+        Some(ErrorKind::Timeout) => TIMEOUT,
+        Some(ErrorKind::Other) | None => FAILURE,
+    }
+}

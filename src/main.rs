@@ -1,0 +1,85 @@
+//! `ferry`: the command line. Parses arguments, sets up logging, calls the libraries, and maps
+//! their errors to the exit codes documented in the README.
+
+mod commands;
+mod exit;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ferry", version, about = "Moves LLM weights from model hubs onto GPU nodes: fetch, verify, warm, gate.")]
+struct Cli {
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download a model snapshot (Hugging Face, ModelScope) into a directory, verified and resumable.
+    Fetch(commands::fetch::Args),
+    /// Check a model directory against its completion manifest (--full re-hashes every byte).
+    Verify(commands::verify::Args),
+    /// Show a model directory's state, safe while a fetch runs.
+    Status(commands::status::Args),
+    /// Partition the work: download slices for an Indexed Job, warm plans per node.
+    #[command(subcommand)]
+    Plan(commands::plan::PlanCommand),
+    /// Load a model (or this node's part of it) into the page cache.
+    Warm(commands::warm::Args),
+    /// Gate an engine pod on a complete model: init container or native sidecar.
+    Sidecar(commands::sidecar::Args),
+    /// Check Kubernetes manifests for the known traps of serving LLMs.
+    Lint(commands::lint::Args),
+    /// Render the Kubernetes manifests for a deployment.
+    #[command(subcommand)]
+    Deploy(commands::deploy::DeployCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(exit::INTERNAL);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Fetch(a) => commands::fetch::run(a).await,
+            Command::Verify(a) => commands::verify::run(a).await,
+            Command::Status(a) => commands::status::run(a).await,
+            Command::Plan(a) => commands::plan::run(a).await,
+            Command::Warm(a) => commands::warm::run(a).await,
+            Command::Sidecar(a) => commands::sidecar::run(a).await,
+            Command::Lint(a) => commands::lint::run(a).await,
+            Command::Deploy(a) => commands::deploy::run(a).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::from(exit::code_for(&err))
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
