@@ -1,7 +1,93 @@
-/// Everything that can stop a fetch. Each message names the repo, file or URL (never a token)
-/// and says what to do next.
+use std::path::PathBuf;
+
+use ferry_sharder::ErrorKind;
+
+/// Everything that can stop a fetch. Each message names the repo, file or URL (never a token, and
+/// never the query string of a signed URL) and says what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("{source_name} rejected the credentials for {repo}: {message}\n  hint: check the token (--token, {token_env}); it was sent but not accepted")]
+    BadToken {
+        source_name: &'static str,
+        repo: String,
+        message: String,
+        token_env: &'static str,
+    },
+    #[error("{repo} needs authentication on {source_name}: {message}\n  hint: pass a token with --token or set {token_env}")]
+    NeedsToken {
+        source_name: &'static str,
+        repo: String,
+        message: String,
+        token_env: &'static str,
+    },
+    #[error("{repo} is gated on {source_name}: {message}\n  hint: request access on the model page with the account the token belongs to, then retry")]
+    Gated {
+        source_name: &'static str,
+        repo: String,
+        message: String,
+    },
+    #[error("repository {repo} not found on {source_name} ({endpoint})\n  hint: check the spelling; a private repo also looks missing without a token that can read it")]
+    RepoNotFound {
+        source_name: &'static str,
+        repo: String,
+        endpoint: String,
+    },
+    #[error("revision {revision:?} not found in {repo}\n  hint: use a branch, tag or full 40-character commit that exists in the repo")]
+    RevisionNotFound { repo: String, revision: String },
+    #[error("file {path:?} not found in {repo} at {commit}\n  hint: the listing named it but the hub does not serve it; retry later or report it to the hub")]
+    FileNotFound {
+        repo: String,
+        path: String,
+        commit: String,
+    },
+    #[error("no file of {repo} matches the --include/--exclude patterns\n  hint: patterns are globs on repo paths, e.g. --include '*.safetensors' --include 'config.json'")]
+    NothingSelected { repo: String },
+    #[error("{url}: server answered {status}: {message}")]
+    Http {
+        url: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{url}: gave up after {attempts} attempts over {seconds} s: {message}\n  hint: the network or server keeps failing; re-run the same command later and it resumes where it stopped")]
+    Network {
+        url: String,
+        attempts: u32,
+        seconds: u64,
+        message: String,
+    },
+    #[error("{url}: unexpected answer: {reason}")]
+    BadResponse { url: String, reason: String },
+    #[error("{path}: {algorithm} mismatch after a re-download: expected {expected}, got {actual}\n  hint: the source serves bytes that do not match its own hash; nothing was published under this name")]
+    HashMismatch {
+        path: String,
+        algorithm: &'static str,
+        expected: String,
+        actual: String,
+    },
+    #[error("refusing file name {path:?} from {repo}: {reason}")]
+    HostileName {
+        repo: String,
+        path: String,
+        reason: &'static str,
+    },
+    #[error("{dir} is locked by another ferry ({holder})\n  hint: wait for it to finish, or stop it; if it died, the lock is released automatically")]
+    Locked { dir: PathBuf, holder: String },
+    #[error("not enough space in {dir}: {needed} more bytes needed, {available} available\n  hint: free space or choose another --to; what was downloaded so far is kept and the next run resumes")]
+    NoSpace {
+        dir: PathBuf,
+        needed: u64,
+        available: u64,
+    },
+    #[error("{path}: disk full while writing\n  hint: free space and re-run the same command; finished ranges are kept and it resumes")]
+    DiskFull { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Usage(String),
     #[error(transparent)]
     Sharder(#[from] ferry_sharder::Error),
 }
@@ -9,10 +95,35 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Wraps an I/O error, turning ENOSPC/EDQUOT into the dedicated disk-full error.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        match source.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => Error::DiskFull { path },
+            _ => Error::Io { path, source },
+        }
+    }
+
     /// What kind of failure this is; the binary maps kinds to exit codes.
-    pub fn kind(&self) -> ferry_sharder::ErrorKind {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            _ => ferry_sharder::ErrorKind::Other,
+            Error::BadToken { .. } | Error::NeedsToken { .. } | Error::Gated { .. } => {
+                ErrorKind::Auth
+            }
+            Error::RepoNotFound { .. }
+            | Error::RevisionNotFound { .. }
+            | Error::FileNotFound { .. }
+            | Error::NothingSelected { .. } => ErrorKind::NotFound,
+            Error::HashMismatch { .. } | Error::HostileName { .. } => ErrorKind::Verify,
+            Error::Http { .. } | Error::Network { .. } | Error::BadResponse { .. } => {
+                ErrorKind::Network
+            }
+            Error::Locked { .. }
+            | Error::NoSpace { .. }
+            | Error::DiskFull { .. }
+            | Error::Io { .. } => ErrorKind::Storage,
+            Error::Usage(_) => ErrorKind::Other,
+            Error::Sharder(e) => e.kind(),
         }
     }
 }

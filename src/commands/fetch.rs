@@ -1,8 +1,123 @@
-//! `ferry fetch`.
+//! `ferry fetch`: download a model snapshot, verified and resumable.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use ferry_fetcher::fetch::{DEFAULT_CHUNK, DEFAULT_CONNECTIONS, DEFAULT_JOBS};
+use ferry_fetcher::progress::ProgressMode;
+use ferry_fetcher::source::SourceKind;
+use ferry_fetcher::{auth::Secret, FetchOptions};
 
 #[derive(clap::Args)]
-pub struct Args {}
+#[command(
+    after_help = "Environment: HF_ENDPOINT, HF_TOKEN (or the token file `hf auth login` writes), \
+MODELSCOPE_ENDPOINT, MODELSCOPE_API_TOKEN. Flags override them."
+)]
+pub struct Args {
+    /// The repo, ORG/NAME.
+    repo: String,
+    /// Target directory; created if missing. Re-running resumes.
+    #[arg(long)]
+    to: PathBuf,
+    /// hf or modelscope.
+    #[arg(long, default_value = "hf", value_parser = parse_source)]
+    source: SourceKind,
+    /// Branch, tag or commit (default: main on hf, master on modelscope). Resolved to one commit.
+    #[arg(long)]
+    revision: Option<String>,
+    /// Only files matching this glob (repeatable), e.g. '*.safetensors'.
+    #[arg(long)]
+    include: Vec<String>,
+    /// Skip files matching this glob (repeatable).
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// Hub URL (default: $HF_ENDPOINT / $MODELSCOPE_ENDPOINT, else the public hub).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Access token (default: from the environment; never printed).
+    #[arg(long, hide_env_values = true)]
+    token: Option<String>,
+    /// Files downloaded at once.
+    #[arg(long, default_value_t = DEFAULT_JOBS)]
+    jobs: usize,
+    /// Connections in all, across files and ranges.
+    #[arg(long, default_value_t = DEFAULT_CONNECTIONS)]
+    connections: usize,
+    /// Size of one ranged request, e.g. 64MiB.
+    #[arg(long, default_value_t = bytesize::ByteSize(DEFAULT_CHUNK))]
+    chunk_size: bytesize::ByteSize,
+    /// Reconnect when a connection sends nothing for this long.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    stall_timeout: Duration,
+    /// Give up when a range keeps failing for this long without progress.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    retry_timeout: Duration,
+    /// Machine-readable progress lines and a final summary on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Only errors.
+    #[arg(long, short, conflicts_with = "json")]
+    quiet: bool,
+}
 
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`ferry fetch` is not implemented yet")
+fn parse_source(s: &str) -> Result<SourceKind, String> {
+    SourceKind::parse(s).ok_or_else(|| format!("unknown source {s:?}; use hf or modelscope"))
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let kind = args.source;
+    let token = match args.token {
+        Some(t) => Secret::new(t),
+        None => kind.token_from_env(),
+    };
+    let progress = if args.json {
+        ProgressMode::Json
+    } else if args.quiet {
+        ProgressMode::Quiet
+    } else {
+        ProgressMode::auto()
+    };
+    let opts = FetchOptions {
+        kind,
+        endpoint: args.endpoint.unwrap_or_else(|| kind.default_endpoint()),
+        repo: args.repo,
+        revision: args.revision,
+        dir: args.to,
+        include: args.include,
+        exclude: args.exclude,
+        jobs: args.jobs.max(1),
+        connections: args.connections.max(1),
+        chunk_size: args.chunk_size.as_u64().max(1 << 20),
+        stall_timeout: args.stall_timeout,
+        retry_timeout: args.retry_timeout,
+        progress,
+    };
+    let repo = opts.repo.clone();
+    let summary = ferry_fetcher::fetch(opts, token)
+        .await
+        .with_context(|| format!("fetching {repo}"))?;
+    if args.json {
+        let mut v = serde_json::to_value(&summary)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("event".into(), "summary".into());
+        }
+        println!("{v}");
+    } else if !args.quiet {
+        let rate = summary.bytes_downloaded as f64 / summary.seconds.max(1e-3);
+        eprintln!(
+            "fetched {} files ({}) of {} at {} into {} in {:.1} s: {} downloaded ({}/s), {} reused, {} retries",
+            summary.files.len(),
+            bytesize::ByteSize(summary.bytes_total),
+            summary.repo,
+            &summary.commit[..12.min(summary.commit.len())],
+            summary.dir.display(),
+            summary.seconds,
+            bytesize::ByteSize(summary.bytes_downloaded),
+            bytesize::ByteSize(rate as u64),
+            bytesize::ByteSize(summary.bytes_reused),
+            summary.retries,
+        );
+    }
+    Ok(())
 }
