@@ -30,7 +30,9 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         } else if let Some(e) = cause.downcast_ref::<ferry_sharder::Error>() {
             Some(e.kind())
         } else {
-            cause.downcast_ref::<ferry_sidecar::Error>().map(|e| e.kind())
+            cause
+                .downcast_ref::<ferry_sidecar::Error>()
+                .map(|e| e.kind())
         }
     });
     match kind {

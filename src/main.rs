@@ -44,7 +44,8 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    let quiet = matches!(&cli.command, Command::Fetch(a) if a.quiet());
+    init_tracing(if quiet { None } else { Some(cli.verbose) });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -76,12 +77,14 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_tracing(verbose: u8) {
+/// `None`: quiet, warnings and errors only.
+fn init_tracing(verbose: Option<u8>) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
+        None => "warn",
+        Some(0) => "info",
+        Some(1) => "debug",
+        Some(_) => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     use std::io::IsTerminal;

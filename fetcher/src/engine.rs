@@ -28,7 +28,10 @@ const HASH_BUF: usize = 4 << 20;
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     pub jobs: usize,
+    /// The most connections at once.
     pub connections: usize,
+    /// Find the best count up to `connections` by measuring (see [`crate::adapt`]).
+    pub adaptive: bool,
     pub chunk_size: u64,
     pub stall_timeout: Duration,
     pub retry_timeout: Duration,
@@ -37,6 +40,9 @@ pub struct EngineOptions {
 /// One file being fetched.
 pub struct FileJob {
     pub remote: RemoteFile,
+    /// False for a piece of a file split across the slices of an Indexed Job: this process
+    /// fetches its ranges only; hashing and publishing happen once every slice is done.
+    pub whole: bool,
     /// The hub URL of the file's bytes.
     pub url: Url,
     /// The CDN URL the hub last redirected to, reused for later ranges until it is refused.
@@ -63,13 +69,15 @@ struct HashState {
 }
 
 impl FileJob {
-    /// Opens (or resumes) the partial file and journal for `remote`.
+    /// Opens (or resumes) the partial file and journal for `remote`. With `piece`, only the
+    /// bytes `[offset, offset + len)` are this job's to fetch, and the file is not published here.
     pub fn open(
         remote: RemoteFile,
         url: Url,
         partial_path: PathBuf,
         journal_path: PathBuf,
         chunk_size: u64,
+        piece: Option<(u64, u64)>,
     ) -> Result<(FileJob, u64)> {
         let (journal, done) = Journal::open(&journal_path, remote.size, &remote.hash)?;
         let file = std::fs::OpenOptions::new()
@@ -79,11 +87,13 @@ impl FileJob {
             .truncate(false)
             .open(&partial_path)
             .map_err(|e| Error::io(&partial_path, e))?;
-        // Sparse preallocation: ranges can land in any order.
+        // Sparse preallocation: ranges can land in any order (and from several pods).
         file.set_len(remote.size)
             .map_err(|e| Error::io(&partial_path, e))?;
-        let pending = chunks(remote.size, chunk_size)
+        let (offset, len) = piece.unwrap_or((0, remote.size));
+        let pending = chunks(len, chunk_size)
             .into_iter()
+            .map(|(s, e)| (s + offset, e + offset))
             .filter(|(s, e)| !done.contains(*s, *e))
             .collect();
         let reused = done.covered();
@@ -91,6 +101,7 @@ impl FileJob {
         Ok((
             FileJob {
                 remote,
+                whole: piece.is_none(),
                 url,
                 location: Mutex::new(None),
                 partial_path,
@@ -108,6 +119,16 @@ impl FileJob {
             },
             reused,
         ))
+    }
+}
+
+impl FileJob {
+    /// Bytes still to fetch in this run.
+    pub fn pending_bytes(&self) -> u64 {
+        self.state
+            .lock()
+            .map(|s| s.pending.iter().map(|(a, b)| b - a).sum())
+            .unwrap_or(0)
     }
 }
 
@@ -185,18 +206,31 @@ impl Engine {
             .cloned()
             .collect();
         for job in ready {
-            if let Some(job) = self.claim_finalize(&job) {
+            if !job.whole {
+                self.finished(&job);
+            } else if let Some(job) = self.claim_finalize(&job) {
                 if let Err(e) = self.finalize(&job).await {
                     self.fail(e);
                 }
             }
         }
+        let controller = self.opts.adaptive.then(|| {
+            let limit = crate::adapt::Limit::new(
+                Arc::clone(&self.connections),
+                self.opts.connections.max(1),
+                crate::adapt::START,
+            );
+            tokio::spawn(crate::adapt::control(Arc::clone(self), limit))
+        });
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..self.opts.connections.max(1) {
             let eng = Arc::clone(self);
             workers.spawn(async move { eng.worker().await });
         }
         while workers.join_next().await.is_some() {}
+        if let Some(c) = controller {
+            c.abort();
+        }
         if let Some(e) = self.failed.lock().ok().and_then(|mut f| f.take()) {
             return Err(e);
         }
@@ -206,6 +240,11 @@ impl Engine {
     fn lock_sched(&self) -> std::sync::MutexGuard<'_, Sched> {
         // A panic while holding the lock is a bug; keep going with the data as it is.
         self.sched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True once every worker has been told to stop.
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
     }
 
     fn fail(&self, e: Error) {
@@ -304,27 +343,65 @@ impl Engine {
     }
 
     async fn range_done(&self, job: &Arc<FileJob>, start: u64, end: u64) -> Result<()> {
-        // Data first, then the journal line that vouches for it.
-        let file = Arc::clone(&job.file);
-        let j = Arc::clone(job);
-        let path = job.partial_path.clone();
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            file.sync_data().map_err(|e| Error::io(&path, e))?;
-            let mut journal = j.journal.lock().unwrap_or_else(|p| p.into_inner());
-            journal.record(start, end)
-        })
-        .await
-        .map_err(|e| Error::Usage(format!("journal task failed: {e}")))??;
+        // The range that completes a file is not journaled: publishing syncs the data and
+        // renames it right away, and a crash in between costs at most this one range.
+        let completes_file = job.whole
+            && job
+                .state
+                .lock()
+                .map(|st| {
+                    let mut done = st.done.clone();
+                    done.insert(start, end);
+                    st.pending.is_empty() && st.active == 1 && done.contains(0, job.remote.size)
+                })
+                .unwrap_or(false);
+        if !completes_file {
+            // Data first, then the journal line that vouches for it.
+            let file = Arc::clone(&job.file);
+            let j = Arc::clone(job);
+            let path = job.partial_path.clone();
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                file.sync_data().map_err(|e| Error::io(&path, e))?;
+                let mut journal = j.journal.lock().unwrap_or_else(|p| p.into_inner());
+                journal.record(start, end)
+            })
+            .await
+            .map_err(|e| Error::Usage(format!("journal task failed: {e}")))??;
+        }
         {
             let mut st = job.state.lock().unwrap_or_else(|p| p.into_inner());
             st.done.insert(start, end);
             st.active -= 1;
+        }
+        if !job.whole {
+            let last = job
+                .state
+                .lock()
+                .map(|s| s.pending.is_empty() && s.active == 0)
+                .unwrap_or(false);
+            if last {
+                self.finished(job);
+            }
+            return Ok(());
         }
         self.advance_hash(job, false).await?;
         if let Some(job) = self.claim_finalize(job) {
             self.finalize(&job).await?;
         }
         Ok(())
+    }
+
+    /// Takes a job off the books: published, or (for a piece) all its ranges journaled.
+    fn finished(&self, job: &Arc<FileJob>) {
+        if let Ok(mut ip) = self.progress.in_progress.lock() {
+            ip.retain(|p| p != &job.remote.path);
+        }
+        let mut sched = self.lock_sched();
+        sched.active.retain(|j| !Arc::ptr_eq(j, job));
+        sched.queue.retain(|j| !Arc::ptr_eq(j, job));
+        sched.unfinished -= 1;
+        drop(sched);
+        self.wake.notify_waiters();
     }
 
     /// The one caller that sees a file fully written gets to finalize it.
@@ -405,14 +482,7 @@ impl Engine {
             .await
             .map_err(|e| Error::Usage(format!("publish task failed: {e}")))??;
             self.progress.files_done.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut ip) = self.progress.in_progress.lock() {
-                ip.retain(|p| p != &job.remote.path);
-            }
-            let mut sched = self.lock_sched();
-            sched.active.retain(|j| !Arc::ptr_eq(j, job));
-            sched.unfinished -= 1;
-            drop(sched);
-            self.wake.notify_waiters();
+            self.finished(job);
             return Ok(());
         }
         // Reset the hash before any range of the second download can land.

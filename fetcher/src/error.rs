@@ -88,6 +88,47 @@ pub enum Error {
     },
     #[error("{0}")]
     Usage(String),
+    #[error("no AWS credentials found for S3: {message}\n  hint: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run where a web identity (Kubernetes service account) or instance role is available")]
+    S3NoCredentials { message: String },
+    #[error("S3 at {endpoint} rejected the credentials for bucket {bucket:?} ({code}: {message})\n  hint: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the profile in AWS_PROFILE) and AWS_REGION; the key was sent but not accepted")]
+    S3BadCredentials {
+        endpoint: String,
+        bucket: String,
+        code: String,
+        message: String,
+    },
+    #[error("S3 denied {op} on s3://{bucket}/{key} ({message})\n  hint: the credentials were accepted but lack permission; grant {op} on the bucket/prefix to this identity")]
+    S3AccessDenied {
+        op: &'static str,
+        bucket: String,
+        key: String,
+        message: String,
+    },
+    #[error("S3 bucket {bucket:?} does not exist at {endpoint}\n  hint: check the bucket name, --s3-endpoint / AWS_ENDPOINT_URL and AWS_REGION; ferry does not create buckets")]
+    S3NoSuchBucket { endpoint: String, bucket: String },
+    #[error("s3://{bucket}/{key} not found\n  hint: the object vanished or was never there; check the prefix, and re-run if the prefix was being rewritten")]
+    S3NoSuchKey { bucket: String, key: String },
+    #[error("no objects under {url}\n  hint: check the bucket and prefix (a prefix names a folder: s3://BUCKET/ORG/NAME)")]
+    S3EmptyPrefix { url: String },
+    #[error("S3 rejected the sha256 checksum of s3://{bucket}/{key}{part} ({code}: {message})\n  hint: the bytes the server received differ from the bytes ferry hashed (corruption on the way); re-run to resume; if it repeats, check proxies between here and the endpoint, or whether this S3-compatible service supports x-amz-checksum-sha256")]
+    S3ChecksumRejected {
+        bucket: String,
+        key: String,
+        part: String,
+        code: String,
+        message: String,
+    },
+    #[error("{url}: the ferry manifest does not match the objects: {reason}\n  hint: the prefix is being rewritten or was changed after ferry committed it; fetch it again with ferry (it writes the manifest last)")]
+    S3ManifestMismatch { url: String, reason: String },
+    #[error("cannot reach S3 at {endpoint}: {message}\n  hint: check --s3-endpoint / AWS_ENDPOINT_URL and the network; re-running resumes")]
+    S3Unreachable { endpoint: String, message: String },
+    #[error("S3 {op} on s3://{bucket}/{key} failed: {message}\n  hint: re-run the same command to resume; uploaded parts and published files are kept")]
+    S3 {
+        op: &'static str,
+        bucket: String,
+        key: String,
+        message: String,
+    },
     #[error(transparent)]
     Sharder(#[from] ferry_sharder::Error),
 }
@@ -123,6 +164,16 @@ impl Error {
             | Error::DiskFull { .. }
             | Error::Io { .. } => ErrorKind::Storage,
             Error::Usage(_) => ErrorKind::Other,
+            Error::S3NoCredentials { .. }
+            | Error::S3BadCredentials { .. }
+            | Error::S3AccessDenied { .. } => ErrorKind::Auth,
+            Error::S3NoSuchBucket { .. }
+            | Error::S3NoSuchKey { .. }
+            | Error::S3EmptyPrefix { .. } => ErrorKind::NotFound,
+            Error::S3ChecksumRejected { .. } | Error::S3ManifestMismatch { .. } => {
+                ErrorKind::Verify
+            }
+            Error::S3Unreachable { .. } | Error::S3 { .. } => ErrorKind::Network,
             Error::Sharder(e) => e.kind(),
         }
     }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferry_sharder::slices::SliceSpec;
 use ferry_sharder::{layout, Manifest, ManifestFile};
 use serde::Serialize;
 
@@ -19,11 +20,12 @@ use crate::source::{Source, SourceKind};
 use crate::{lock, space};
 
 /// Defaults, chosen so a single `ferry fetch` fills a fast link without flags: 8 files at once
-/// keeps many TCP streams busy on a 163-shard model without thrashing the target disk, 16
-/// connections in all lets the last big files be split into ranges, and 64 MiB ranges keep
-/// request overhead under 0.1 % while bounding what a crash can lose per connection.
+/// keeps many TCP streams busy on a 163-shard model without thrashing the target disk; the
+/// connection count is measured ([`crate::adapt`]: from 4, doubling while it pays, up to 32,
+/// which is what a CDN that caps each connection needs); 64 MiB ranges keep request overhead
+/// under 0.1 % while bounding what a crash can lose per connection.
 pub const DEFAULT_JOBS: usize = 8;
-pub const DEFAULT_CONNECTIONS: usize = 16;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 32;
 pub const DEFAULT_CHUNK: u64 = 64 << 20;
 
 #[derive(Debug, Clone)]
@@ -36,13 +38,20 @@ pub struct FetchOptions {
     pub include: Vec<String>,
     pub exclude: Vec<String>,
     pub jobs: usize,
-    pub connections: usize,
+    /// A fixed number of connections in all; None: adaptive up to [`DEFAULT_MAX_CONNECTIONS`].
+    pub connections: Option<usize>,
     pub chunk_size: u64,
     /// No byte for this long on a connection: drop it and reconnect.
     pub stall_timeout: Duration,
     /// A range that keeps failing without progress for this long fails the fetch.
     pub retry_timeout: Duration,
     pub progress: ProgressMode,
+    /// Fetch only slice `index` of `count` of an Indexed Job; the last slice done completes the
+    /// directory.
+    pub slice: Option<SliceSpec>,
+    /// S3 endpoint for `s3://` sources and targets (`--s3-endpoint`); None: `AWS_ENDPOINT_URL_S3`,
+    /// `AWS_ENDPOINT_URL`, else AWS itself.
+    pub s3_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -79,32 +88,79 @@ pub struct Summary {
 /// Fetches `opts.repo` into `opts.dir`. The token, if any, is given separately so that options
 /// can be logged.
 pub async fn fetch(opts: FetchOptions, token: Option<crate::auth::Secret>) -> Result<Summary> {
+    // S3 on either side has its own flow (crate::s3); everything else below is the hub flow.
+    if crate::s3::S3Url::is_s3(&opts.repo) {
+        return crate::s3::source::fetch(opts).await;
+    }
+    if let Some(dest) = opts.dir.to_str().filter(|d| crate::s3::S3Url::is_s3(d)) {
+        let dest = crate::s3::S3Url::parse(dest)?;
+        return crate::s3::sink::fetch(opts, token, dest).await;
+    }
     let started = Instant::now();
     let dir = opts.dir.clone();
     for d in [
         dir.join(layout::STATE_DIR),
         layout::partial_dir(&dir),
         layout::journal_dir(&dir),
+        layout::slices_dir(&dir),
     ] {
         std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
     }
-    let _lock = lock::acquire(&dir, None)?;
-
     let source = Source::new(opts.kind, &opts.endpoint, token)?;
-    let snapshot = source.resolve(&opts.repo, opts.revision.as_deref()).await?;
+    match opts.slice {
+        None => {
+            let _lock = lock::acquire(&dir, None)?;
+            let snapshot = resolve(&opts, &source, None).await?;
+            complete(&opts, &source, snapshot, started).await
+        }
+        Some(spec) => crate::slice::fetch_slice(&opts, &source, spec, started).await,
+    }
+}
+
+/// Resolves the revision (or an already pinned commit) and applies the file selection.
+pub(crate) async fn resolve(
+    opts: &FetchOptions,
+    source: &Source,
+    pinned: Option<&str>,
+) -> Result<Arc<Snapshot>> {
+    let revision = opts.revision.clone().unwrap_or_else(|| {
+        match opts.kind {
+            SourceKind::HuggingFace => "main",
+            SourceKind::ModelScope => "master",
+            SourceKind::S3 => "latest",
+        }
+        .to_string()
+    });
+    let snapshot = source
+        .resolve(&opts.repo, Some(pinned.unwrap_or(&revision)))
+        .await?;
     let selection = Selection::new(&opts.include, &opts.exclude)?;
     let files = selection.apply(&opts.repo, snapshot.files.clone())?;
-    let snapshot = Arc::new(Snapshot { files, ..snapshot });
     tracing::info!(
         "{} {} at {} ({}): {} files, {}",
         opts.kind.display_name(),
         snapshot.repo,
-        snapshot.revision,
+        revision,
         &snapshot.commit[..12.min(snapshot.commit.len())],
-        snapshot.files.len(),
-        bytesize::ByteSize(snapshot.total_bytes())
+        files.len(),
+        bytesize::ByteSize(files.iter().map(|f| f.size).sum())
     );
+    Ok(Arc::new(Snapshot {
+        files,
+        revision,
+        ..snapshot
+    }))
+}
 
+/// Brings the whole snapshot into `opts.dir` and commits the manifest. The caller holds the
+/// directory lock (or, for slices, the finalize lock).
+pub(crate) async fn complete(
+    opts: &FetchOptions,
+    source: &Source,
+    snapshot: Arc<Snapshot>,
+    started: Instant,
+) -> Result<Summary> {
+    let dir = opts.dir.clone();
     if let Some(summary) = already_complete(&dir, &snapshot, opts.kind, started)? {
         tracing::info!(
             "{} is already complete and verified; nothing to do",
@@ -115,45 +171,19 @@ pub async fn fetch(opts: FetchOptions, token: Option<crate::auth::Secret>) -> Re
     // From here on files may change: readers must not trust an old manifest meanwhile.
     remove_manifest(&dir)?;
 
-    let publisher = Publisher::new(
-        &dir,
-        (opts.kind == SourceKind::HuggingFace).then(|| snapshot.commit.clone()),
-    )?;
-    let heartbeat = serde_json::json!({
-        "repo": snapshot.repo,
-        "source": opts.kind.id(),
-        "revision": snapshot.revision,
-        "commit": snapshot.commit,
-        "host": std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
-    });
-    let progress = Arc::new(Progress::new(
-        opts.progress,
-        Some((layout::progress_path(&dir), heartbeat)),
-    ));
-    progress
-        .bytes_total
-        .store(snapshot.total_bytes(), Ordering::Relaxed);
-    progress
-        .files_total
-        .store(snapshot.files.len() as u64, Ordering::Relaxed);
+    let publisher = Publisher::new(&dir, hf_commit(opts, &snapshot), None)?;
+    let progress = new_progress(opts, &snapshot);
 
     // Sort out what is already in place before opening any partial file.
     let (reused, todo) = {
         let dir = dir.clone();
         let snap = Arc::clone(&snapshot);
         let publisher = publisher.clone();
-        tokio::task::spawn_blocking(move || find_reusable(&dir, &snap, &publisher))
+        tokio::task::spawn_blocking(move || find_reusable(&dir, &snap.files, &publisher))
             .await
             .map_err(|e| Error::Usage(format!("scan task failed: {e}")))??
     };
-    let mut outcomes: Vec<FileOutcome> = reused
-        .iter()
-        .map(|f| FileOutcome {
-            path: f.path.clone(),
-            size: f.size,
-            result: FileResult::Reused,
-        })
-        .collect();
+    let mut outcomes = outcomes(&reused, FileResult::Reused);
     progress
         .bytes_reused
         .fetch_add(reused.iter().map(|f| f.size).sum(), Ordering::Relaxed);
@@ -161,51 +191,149 @@ pub async fn fetch(opts: FetchOptions, token: Option<crate::auth::Secret>) -> Re
         .files_done
         .fetch_add(reused.len() as u64, Ordering::Relaxed);
 
-    let mut jobs = Vec::new();
-    let mut needed = 0u64;
     // Small files first: configs and tokenizers land early, and big shards fill the connections.
     let mut todo = todo;
     todo.sort_by_key(|f| (f.size >= opts.chunk_size, f.path.clone()));
+    let mut jobs = Vec::new();
     for f in &todo {
         let name = partial_name(f);
-        let (job, journaled) = FileJob::open(
-            f.clone(),
-            source.file_url(&snapshot, f),
-            layout::partial_dir(&dir).join(&name),
+        jobs.push(open_job(
+            opts,
+            source,
+            &snapshot,
+            &progress,
+            f,
             layout::journal_dir(&dir).join(format!("{name}.log")),
-            opts.chunk_size,
-        )?;
-        progress
-            .bytes_reused
-            .fetch_add(journaled, Ordering::Relaxed);
-        needed += f.size - journaled;
-        jobs.push(Arc::new(job));
+            None,
+        )?);
     }
-    let available = space::available(&dir).map_err(|e| Error::io(&dir, e))?;
+    transfer(opts, source, &snapshot, jobs, &progress, publisher).await?;
+
+    outcomes.extend(self::outcomes(&todo, FileResult::Downloaded));
+    commit_manifest(&dir, &snapshot, opts.kind)?;
+    let _ = std::fs::remove_file(layout::progress_path(&dir));
+    outcomes.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Summary {
+        repo: snapshot.repo.clone(),
+        source: opts.kind.id(),
+        revision: snapshot.revision.clone(),
+        commit: snapshot.commit.clone(),
+        dir: opts.dir.clone(),
+        files: outcomes,
+        bytes_total: snapshot.total_bytes(),
+        bytes_downloaded: progress.bytes_downloaded.load(Ordering::Relaxed),
+        bytes_reused: progress.bytes_reused.load(Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+        retries: progress.retries.load(Ordering::Relaxed),
+    })
+}
+
+pub(crate) fn outcomes(files: &[RemoteFile], result: FileResult) -> Vec<FileOutcome> {
+    files
+        .iter()
+        .map(|f| FileOutcome {
+            path: f.path.clone(),
+            size: f.size,
+            result,
+        })
+        .collect()
+}
+
+/// huggingface_hub's local_dir metadata is written for Hugging Face sources only.
+pub(crate) fn hf_commit(opts: &FetchOptions, snapshot: &Snapshot) -> Option<String> {
+    (opts.kind == SourceKind::HuggingFace).then(|| snapshot.commit.clone())
+}
+
+pub(crate) fn new_progress(opts: &FetchOptions, snapshot: &Snapshot) -> Arc<Progress> {
+    let heartbeat = serde_json::json!({
+        "repo": snapshot.repo,
+        "source": opts.kind.id(),
+        "revision": snapshot.revision,
+        "commit": snapshot.commit,
+        "slice": opts.slice.map(|s| format!("{}/{}", s.index, s.count)),
+        "host": std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
+    });
+    let heartbeat_path = match opts.slice {
+        None => layout::progress_path(&opts.dir),
+        Some(s) => {
+            layout::slices_dir(&opts.dir).join(format!("progress-{}-of-{}.json", s.index, s.count))
+        }
+    };
+    let progress = Arc::new(Progress::new(
+        opts.progress,
+        Some((heartbeat_path, heartbeat)),
+    ));
+    progress
+        .bytes_total
+        .store(snapshot.total_bytes(), Ordering::Relaxed);
+    progress
+        .files_total
+        .store(snapshot.files.len() as u64, Ordering::Relaxed);
+    progress
+}
+
+/// Opens the partial file and journal of `f` (or of its `piece`), counting journaled bytes as
+/// reused.
+pub(crate) fn open_job(
+    opts: &FetchOptions,
+    source: &Source,
+    snapshot: &Snapshot,
+    progress: &Progress,
+    f: &RemoteFile,
+    journal: PathBuf,
+    piece: Option<(u64, u64)>,
+) -> Result<Arc<FileJob>> {
+    let (job, _) = FileJob::open(
+        f.clone(),
+        source.file_url(snapshot, f),
+        layout::partial_dir(&opts.dir).join(partial_name(f)),
+        journal,
+        opts.chunk_size,
+        piece,
+    )?;
+    // What this job need not fetch again was journaled by an earlier run.
+    let len = piece.map_or(f.size, |(_, len)| len);
+    progress
+        .bytes_reused
+        .fetch_add(len.saturating_sub(job.pending_bytes()), Ordering::Relaxed);
+    Ok(Arc::new(job))
+}
+
+/// Checks free space, then runs the engine over `jobs` with a progress display.
+pub(crate) async fn transfer(
+    opts: &FetchOptions,
+    source: &Source,
+    snapshot: &Arc<Snapshot>,
+    jobs: Vec<Arc<FileJob>>,
+    progress: &Arc<Progress>,
+    publisher: Publisher,
+) -> Result<()> {
+    let needed: u64 = jobs.iter().map(|j| j.pending_bytes()).sum();
+    let available = space::available(&opts.dir).map_err(|e| Error::io(&opts.dir, e))?;
     if needed > available {
         return Err(Error::NoSpace {
-            dir,
+            dir: opts.dir.clone(),
             needed,
             available,
         });
     }
-
     let engine = Engine::new(
-        source,
-        Arc::clone(&snapshot),
+        source.clone(),
+        Arc::clone(snapshot),
         EngineOptions {
             jobs: opts.jobs,
-            connections: opts.connections,
+            connections: opts.connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            adaptive: opts.connections.is_none(),
             chunk_size: opts.chunk_size,
             stall_timeout: opts.stall_timeout,
             retry_timeout: opts.retry_timeout,
         },
-        Arc::clone(&progress),
+        Arc::clone(progress),
         publisher,
         jobs,
     );
     let ticker = {
-        let progress = Arc::clone(&progress);
+        let progress = Arc::clone(progress);
         let every = match opts.progress {
             ProgressMode::Bar => Duration::from_millis(200),
             ProgressMode::Json => Duration::from_secs(1),
@@ -224,41 +352,19 @@ pub async fn fetch(opts: FetchOptions, token: Option<crate::auth::Secret>) -> Re
     let result = engine.run().await;
     ticker.abort();
     progress.finish();
-    result?;
-
-    outcomes.extend(todo.iter().map(|f| FileOutcome {
-        path: f.path.clone(),
-        size: f.size,
-        result: FileResult::Downloaded,
-    }));
-    commit_manifest(&dir, &snapshot, opts.kind)?;
-    let _ = std::fs::remove_file(layout::progress_path(&dir));
-    outcomes.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(Summary {
-        repo: snapshot.repo.clone(),
-        source: opts.kind.id(),
-        revision: snapshot.revision.clone(),
-        commit: snapshot.commit.clone(),
-        dir: opts.dir,
-        files: outcomes,
-        bytes_total: snapshot.total_bytes(),
-        bytes_downloaded: progress.bytes_downloaded.load(Ordering::Relaxed),
-        bytes_reused: progress.bytes_reused.load(Ordering::Relaxed),
-        seconds: started.elapsed().as_secs_f64(),
-        retries: progress.retries.load(Ordering::Relaxed),
-    })
+    result
 }
 
 /// Partial files are named by path and expected content, so a resumed run picks up only bytes
 /// meant for the same file content.
-fn partial_name(f: &RemoteFile) -> String {
+pub(crate) fn partial_name(f: &RemoteFile) -> String {
     use sha2::Digest;
     let path_hash = hex::encode(&sha2::Sha256::digest(f.path.as_bytes())[..8]);
     format!("{path_hash}-{}", &f.hash.hex()[..16])
 }
 
 /// A directory whose manifest names this commit and whose files are all in place needs nothing.
-fn already_complete(
+pub(crate) fn already_complete(
     dir: &Path,
     snapshot: &Snapshot,
     kind: SourceKind,
@@ -304,7 +410,7 @@ fn already_complete(
     }))
 }
 
-fn remove_manifest(dir: &Path) -> Result<()> {
+pub(crate) fn remove_manifest(dir: &Path) -> Result<()> {
     let path = layout::manifest_path(dir);
     match std::fs::remove_file(&path) {
         Ok(()) => Ok(ferry_sharder::manifest::sync_dir(
@@ -318,15 +424,15 @@ fn remove_manifest(dir: &Path) -> Result<()> {
 /// Splits the snapshot into files already in place and verified, and files to fetch. A file
 /// with a matching publish record (same size and mtime) is trusted; one without (e.g. left by
 /// another downloader) is re-hashed once and adopted when it matches.
-fn find_reusable(
+pub(crate) fn find_reusable(
     dir: &Path,
-    snapshot: &Snapshot,
+    files: &[RemoteFile],
     publisher: &Publisher,
 ) -> Result<(Vec<RemoteFile>, Vec<RemoteFile>)> {
     let records = read_published(dir);
     let mut reused = Vec::new();
     let mut todo = Vec::new();
-    for f in &snapshot.files {
+    for f in files {
         let Some(now) = stat_record(dir, &f.path, &f.hash) else {
             todo.push(f.clone());
             continue;
@@ -384,6 +490,7 @@ fn commit_manifest(dir: &Path, snapshot: &Snapshot, kind: SourceKind) -> Result<
             })
             .collect(),
     };
+    crate::publish::sync_dirs(dir, snapshot.files.iter().map(|f| f.path.as_str()))?;
     manifest.write_atomic(dir)?;
     Ok(())
 }

@@ -59,6 +59,10 @@ impl RangeSet {
     }
 }
 
+fn header(size: u64, hash: &FileHash) -> String {
+    format!("ferry-journal v1 size={size} {hash}")
+}
+
 pub struct Journal {
     file: File,
     path: PathBuf,
@@ -68,29 +72,10 @@ impl Journal {
     /// Opens the journal of a partial file that must become `size` bytes with `hash`; returns
     /// the ranges already finished. A journal written for another file content starts over.
     pub fn open(path: &Path, size: u64, hash: &FileHash) -> Result<(Journal, RangeSet)> {
-        let header = format!("ferry-journal v1 size={size} {hash}");
-        let mut done = RangeSet::default();
-        let mut valid = false;
-        if let Ok(f) = File::open(path) {
-            let mut lines = BufReader::new(f).lines();
-            if let Some(Ok(first)) = lines.next() {
-                valid = first == header;
-            }
-            if valid {
-                for line in lines.map_while(|l| l.ok()) {
-                    let mut it = line.split(' ');
-                    if let (Some(Ok(s)), Some(Ok(e)), None) = (
-                        it.next().map(str::parse::<u64>),
-                        it.next().map(str::parse::<u64>),
-                        it.next(),
-                    ) {
-                        if s < e && e <= size {
-                            done.insert(s, e);
-                        }
-                    }
-                }
-            }
-        }
+        let header = header(size, hash);
+        let existing = Journal::read(path, size, hash);
+        let valid = existing.is_some();
+        let mut done = existing.unwrap_or_default();
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -109,6 +94,30 @@ impl Journal {
             },
             done,
         ))
+    }
+
+    /// The finished ranges a journal records, without changing it; None when there is no
+    /// journal for this size and hash.
+    pub fn read(path: &Path, size: u64, hash: &FileHash) -> Option<RangeSet> {
+        let f = File::open(path).ok()?;
+        let mut lines = BufReader::new(f).lines();
+        if lines.next()?.ok()? != header(size, hash) {
+            return None;
+        }
+        let mut done = RangeSet::default();
+        for line in lines.map_while(|l| l.ok()) {
+            let mut it = line.split(' ');
+            if let (Some(Ok(s)), Some(Ok(e)), None) = (
+                it.next().map(str::parse::<u64>),
+                it.next().map(str::parse::<u64>),
+                it.next(),
+            ) {
+                if s < e && e <= size {
+                    done.insert(s, e);
+                }
+            }
+        }
+        Some(done)
     }
 
     /// Records `[start, end)` as finished. The caller has already made the data durable.

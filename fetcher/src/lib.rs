@@ -7,6 +7,7 @@
 //! ([`publish`]). The completion manifest ([`ferry_sharder::Manifest`]) is written last.
 //! The entry point is [`fetch::fetch`].
 
+pub mod adapt;
 pub mod auth;
 pub mod engine;
 pub mod error;
@@ -16,7 +17,9 @@ pub mod journal;
 pub mod lock;
 pub mod progress;
 pub mod publish;
+pub mod s3;
 pub mod select;
+pub mod slice;
 pub mod snapshot;
 pub mod source;
 pub mod space;

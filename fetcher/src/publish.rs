@@ -1,7 +1,8 @@
 //! Publishing a verified file under its final name, and remembering that it was.
 //!
-//! The partial file is fsync'd, renamed over the final name, and the directory fsync'd: a reader
-//! sees the old file, no file, or the complete verified one, never a mix. A line in
+//! The partial file is fsync'd and renamed over the final name: a reader sees the old file, no
+//! file, or the complete verified one, never a mix. Directories are fsync'd once, before the
+//! manifest commits. A line in
 //! `.ferry/published.jsonl` records path, size, hash and mtime so a later run can trust the file
 //! without re-reading it. For Hugging Face sources the `local_dir` metadata huggingface_hub keeps
 //! is written too, so `snapshot_download(local_dir=DIR)` finds the files current.
@@ -19,6 +20,19 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::snapshot::RemoteFile;
 
+/// fsyncs every directory that holds one of `paths` (and the model directory), so that all
+/// renames are durable before the manifest says the directory is complete.
+pub fn sync_dirs<'a>(dir: &Path, paths: impl Iterator<Item = &'a str>) -> Result<()> {
+    let mut dirs: std::collections::BTreeSet<PathBuf> = paths
+        .filter_map(|p| dir.join(p).parent().map(Path::to_path_buf))
+        .collect();
+    dirs.insert(dir.to_path_buf());
+    for d in dirs {
+        sync_dir(&d)?;
+    }
+    Ok(())
+}
+
 /// What was recorded when a file was published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Published {
@@ -28,17 +42,37 @@ pub struct Published {
     pub mtime_ns: i64,
 }
 
-pub fn published_log(dir: &Path) -> PathBuf {
-    dir.join(layout::STATE_DIR).join("published.jsonl")
+/// The publish log of one writer: `published.jsonl`, or one per slice so that pods of an
+/// Indexed Job never append to the same file on a shared filesystem.
+pub fn published_log(dir: &Path, slice: Option<(u32, u32)>) -> PathBuf {
+    let name = match slice {
+        None => "published.jsonl".to_string(),
+        Some((i, n)) => format!("published.slice-{i}-of-{n}.jsonl"),
+    };
+    dir.join(layout::STATE_DIR).join(name)
 }
 
-/// Reads the publish records; later lines win, torn or unreadable lines are skipped.
+/// Reads every publish log; later lines win, torn or unreadable lines are skipped (the file is
+/// then re-hashed instead of trusted).
 pub fn read_published(dir: &Path) -> HashMap<String, Published> {
     let mut map = HashMap::new();
-    if let Ok(f) = File::open(published_log(dir)) {
-        for line in BufReader::new(f).lines().map_while(|l| l.ok()) {
-            if let Ok(p) = serde_json::from_str::<Published>(&line) {
-                map.insert(p.path.clone(), p);
+    let Ok(entries) = std::fs::read_dir(dir.join(layout::STATE_DIR)) else {
+        return map;
+    };
+    let mut logs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            n.starts_with("published") && n.ends_with(".jsonl")
+        })
+        .collect();
+    logs.sort();
+    for log in logs {
+        if let Ok(f) = File::open(&log) {
+            for line in BufReader::new(f).lines().map_while(|l| l.ok()) {
+                if let Ok(p) = serde_json::from_str::<Published>(&line) {
+                    map.insert(p.path.clone(), p);
+                }
             }
         }
     }
@@ -59,14 +93,15 @@ pub fn stat_record(dir: &Path, path: &str, hash: &FileHash) -> Option<Published>
 #[derive(Clone)]
 pub struct Publisher {
     dir: PathBuf,
+    log_path: PathBuf,
     log: Arc<Mutex<File>>,
     /// The commit, when huggingface_hub's local_dir metadata should be written.
     hf_commit: Option<String>,
 }
 
 impl Publisher {
-    pub fn new(dir: &Path, hf_commit: Option<String>) -> Result<Self> {
-        let path = published_log(dir);
+    pub fn new(dir: &Path, hf_commit: Option<String>, slice: Option<(u32, u32)>) -> Result<Self> {
+        let path = published_log(dir, slice);
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -74,6 +109,7 @@ impl Publisher {
             .map_err(|e| Error::io(&path, e))?;
         Ok(Publisher {
             dir: dir.to_path_buf(),
+            log_path: path,
             log: Arc::new(Mutex::new(log)),
             hf_commit,
         })
@@ -91,7 +127,8 @@ impl Publisher {
         let parent = target.parent().unwrap_or(&self.dir).to_path_buf();
         std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
         std::fs::rename(partial, &target).map_err(|e| Error::io(&target, e))?;
-        sync_dir(&parent)?;
+        // The directory is fsync'd once for all files before the manifest commits (see
+        // `sync_dirs`): a rename lost to a power cut only means that file is fetched again.
         let _ = std::fs::remove_file(journal);
         self.record(remote)
     }
@@ -108,11 +145,11 @@ impl Publisher {
             )
         })?;
         let line = serde_json::to_string(&rec).unwrap_or_default();
-        let path = published_log(&self.dir);
+        let path = &self.log_path;
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        // Not fsync'd: a lost record only means the file is re-hashed instead of trusted.
         log.write_all(format!("{line}\n").as_bytes())
-            .map_err(|e| Error::io(&path, e))?;
-        log.sync_data().map_err(|e| Error::io(&path, e))
+            .map_err(|e| Error::io(path, e))
     }
 
     /// `.cache/huggingface/download/{path}.metadata`: commit, etag, timestamp, one per line,

@@ -1,5 +1,7 @@
 use std::path::PathBuf;
 
+use crate::finding::Finding;
+
 /// Everything that can go wrong while reading, checking or writing a model directory.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -11,6 +13,25 @@ pub enum Error {
     },
     #[error("{path}: not a valid ferry manifest: {reason}\n  hint: delete it and re-run `ferry fetch`, which rewrites it after verifying every file")]
     BadManifest { path: PathBuf, reason: String },
+    /// The directory has no completion manifest, so there is nothing to verify against.
+    #[error("{dir}: no completion manifest (.ferry/manifest.json): the model is not completely fetched\n  hint: run `ferry status {dir}` to see what is missing, then finish it with `ferry fetch`")]
+    NoManifest { dir: PathBuf },
+    /// The directory or checkpoint failed verification or validation; every problem is listed.
+    #[error("{dir}: {} problem(s) found:\n{}\n  hint: re-fetch the files named above with `ferry fetch` (delete a damaged file first), then run `ferry verify` again", findings.len(), crate::finding::bullet_list(findings))]
+    Invalid {
+        dir: PathBuf,
+        findings: Vec<Finding>,
+    },
+    /// A warm plan or slice marker that cannot be read.
+    #[error("{path}: not a valid {what}: {reason}\n  hint: regenerate it with `ferry plan`")]
+    BadPlan {
+        path: PathBuf,
+        what: &'static str,
+        reason: String,
+    },
+    /// Inputs a plan cannot be made from (no files, zero slices, a model without an index, ...).
+    #[error("cannot plan: {reason}\n  hint: {hint}")]
+    CannotPlan { reason: String, hint: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -27,8 +48,16 @@ impl Error {
 impl Error {
     /// What kind of failure this is; the binary maps kinds to exit codes.
     pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind;
         match self {
-            _ => crate::ErrorKind::Other,
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                ErrorKind::NotFound
+            }
+            Error::Io { .. } => ErrorKind::Storage,
+            Error::BadManifest { .. } | Error::NoManifest { .. } | Error::Invalid { .. } => {
+                ErrorKind::Verify
+            }
+            Error::BadPlan { .. } | Error::CannotPlan { .. } => ErrorKind::Other,
         }
     }
 }

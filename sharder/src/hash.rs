@@ -14,12 +14,16 @@ pub enum FileHash {
     Sha256(String),
     /// git blob sha1 (`blob <len>\0` prefix), lowercase hex.
     GitSha1(String),
+    /// An S3 object known only by its ETag (no ferry manifest, no S3 sha256 checksum): the
+    /// ETag is not a content hash ferry can recompute (multipart and encrypted objects), so the
+    /// check is the size alone, and the ETag is kept to say which object version was taken.
+    S3Etag(String),
 }
 
 impl FileHash {
     pub fn hex(&self) -> &str {
         match self {
-            FileHash::Sha256(h) | FileHash::GitSha1(h) => h,
+            FileHash::Sha256(h) | FileHash::GitSha1(h) | FileHash::S3Etag(h) => h,
         }
     }
 
@@ -27,6 +31,7 @@ impl FileHash {
         match self {
             FileHash::Sha256(_) => "sha256",
             FileHash::GitSha1(_) => "git-sha1",
+            FileHash::S3Etag(_) => "size+etag",
         }
     }
 
@@ -35,6 +40,11 @@ impl FileHash {
         match self {
             FileHash::Sha256(_) => Hasher::sha256(),
             FileHash::GitSha1(_) => Hasher::git_sha1(size),
+            FileHash::S3Etag(etag) => Hasher::SizeOnly {
+                etag: etag.clone(),
+                expected: size,
+                seen: 0,
+            },
         }
     }
 }
@@ -50,6 +60,13 @@ impl std::fmt::Display for FileHash {
 pub enum Hasher {
     Sha256(sha2::Sha256),
     GitSha1(sha1::Sha1),
+    /// Counts bytes for [`FileHash::S3Etag`]: finishes to the ETag only when exactly the expected
+    /// number of bytes went through.
+    SizeOnly {
+        etag: String,
+        expected: u64,
+        seen: u64,
+    },
 }
 
 impl Hasher {
@@ -67,6 +84,7 @@ impl Hasher {
         match self {
             Hasher::Sha256(h) => h.update(data),
             Hasher::GitSha1(h) => h.update(data),
+            Hasher::SizeOnly { seen, .. } => *seen += data.len() as u64,
         }
     }
 
@@ -74,6 +92,17 @@ impl Hasher {
         match self {
             Hasher::Sha256(h) => FileHash::Sha256(hex::encode(h.finalize())),
             Hasher::GitSha1(h) => FileHash::GitSha1(hex::encode(h.finalize())),
+            Hasher::SizeOnly {
+                etag,
+                expected,
+                seen,
+            } => {
+                if seen == expected {
+                    FileHash::S3Etag(etag)
+                } else {
+                    FileHash::S3Etag(format!("{etag} (size {seen}, expected {expected})"))
+                }
+            }
         }
     }
 }
@@ -83,19 +112,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn s3_etag_checks_the_size_only() {
+        let expected = FileHash::S3Etag("9b2cf535f27731c974343645a3985328".into());
+        let mut h = expected.hasher(5);
+        h.update(b"hel");
+        h.update(b"lo");
+        assert_eq!(h.finish(), expected);
+        let mut h = expected.hasher(5);
+        h.update(b"hell");
+        assert_ne!(h.finish(), expected, "a short file must not pass");
+        assert_eq!(expected.algorithm(), "size+etag");
+    }
+
+    #[test]
     fn known_vectors() {
         let mut h = Hasher::git_sha1(0);
         h.update(b"");
-        assert_eq!(
-            h.finish().hex(),
-            "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
-        );
+        assert_eq!(h.finish().hex(), "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391");
         let mut h = Hasher::git_sha1(6);
         h.update(b"hello\n");
-        assert_eq!(
-            h.finish().hex(),
-            "ce013625030ba8dba906f756967f9e9ca394464a"
-        );
+        assert_eq!(h.finish().hex(), "ce013625030ba8dba906f756967f9e9ca394464a");
         let mut h = Hasher::sha256();
         h.update(b"hello\n");
         assert_eq!(

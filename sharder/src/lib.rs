@@ -2,14 +2,33 @@
 //!
 //! `ferry-sharder` owns everything that describes a model directory once bytes are on it:
 //! where ferry keeps its own state ([`layout`]), the completion manifest that marks a directory
-//! as complete and verified ([`manifest`]), the file hashes both hubs use ([`hash`]).
+//! as complete and verified ([`manifest`]), the file hashes both hubs use ([`hash`]), checkpoint
+//! validation from safetensors headers and the index ([`validate`]), verification against the
+//! manifest ([`verify`]), download slices for Indexed Jobs ([`slices`]), per-node warm plans
+//! ([`warm_plan`], made by [`loader`]) and the read-only directory status ([`status`]).
 //! The fetcher writes the manifest; `ferry verify`, `ferry status` and the sidecar read it.
 
 pub mod error;
+pub mod finding;
 pub mod hash;
+pub mod header;
+mod host;
+pub mod index;
 pub mod layout;
+pub mod loader;
 pub mod manifest;
+pub mod model;
+pub mod parallel;
+pub mod range;
+pub mod sim;
+pub mod slices;
+pub mod status;
+pub mod validate;
+pub mod verify;
+pub mod warm_plan;
 
 pub use error::{Error, ErrorKind, Result};
+pub use finding::{Finding, Severity};
 pub use hash::{FileHash, Hasher};
 pub use manifest::{Manifest, ManifestFile};
+pub use range::FileRange;

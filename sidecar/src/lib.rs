@@ -3,7 +3,21 @@
 //! `ferry-sidecar` waits for a complete, verified model on the shared volume, warms the page
 //! cache with what this node will read, and opens the gate the engine's startup waits on. It serves
 //! `/healthz`, `/readyz` and Prometheus `/metrics` all the while.
+//!
+//! - [`gate`]: the wait → verify → warm → open sequence as one library call, [`gate::run`].
+//! - [`warm`]: parallel sequential reads into the page cache, residency before and after.
+//! - [`residency`]: `mincore` measurement and `fadvise` eviction.
+//! - [`cgroup`]: the container's memory limit and the node's available memory.
+//! - [`server`], [`metrics`]: the HTTP endpoints and the Prometheus series.
+//! - [`service`]: init mode and serve mode, with graceful shutdown.
 
+pub mod cgroup;
 pub mod error;
+pub mod gate;
+pub mod metrics;
+pub mod residency;
+pub mod server;
+pub mod service;
+pub mod warm;
 
 pub use error::{Error, Result};

@@ -4,10 +4,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use ferry_fetcher::fetch::{DEFAULT_CHUNK, DEFAULT_CONNECTIONS, DEFAULT_JOBS};
+use ferry_fetcher::fetch::{DEFAULT_CHUNK, DEFAULT_JOBS};
 use ferry_fetcher::progress::ProgressMode;
 use ferry_fetcher::source::SourceKind;
 use ferry_fetcher::{auth::Secret, FetchOptions};
+use ferry_sharder::slices::SliceSpec;
 
 #[derive(clap::Args)]
 #[command(
@@ -15,9 +16,10 @@ use ferry_fetcher::{auth::Secret, FetchOptions};
 MODELSCOPE_ENDPOINT, MODELSCOPE_API_TOKEN. Flags override them."
 )]
 pub struct Args {
-    /// The repo, ORG/NAME.
+    /// The repo, ORG/NAME, or an S3 prefix s3://BUCKET/PREFIX to download from.
     repo: String,
-    /// Target directory; created if missing. Re-running resumes.
+    /// Target directory, created if missing, or an S3 prefix s3://BUCKET/PREFIX to upload to.
+    /// Re-running resumes.
     #[arg(long)]
     to: PathBuf,
     /// hf or modelscope.
@@ -35,15 +37,21 @@ pub struct Args {
     /// Hub URL (default: $HF_ENDPOINT / $MODELSCOPE_ENDPOINT, else the public hub).
     #[arg(long)]
     endpoint: Option<String>,
+    /// S3 endpoint for s3:// sources and targets, e.g. https://cos.ap-shanghai.myqcloud.com
+    /// (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else AWS). Credentials and region come
+    /// from the AWS default chain (AWS_ACCESS_KEY_ID, AWS_PROFILE, web identity; AWS_REGION).
+    #[arg(long)]
+    s3_endpoint: Option<String>,
     /// Access token (default: from the environment; never printed).
     #[arg(long, hide_env_values = true)]
     token: Option<String>,
     /// Files downloaded at once.
     #[arg(long, default_value_t = DEFAULT_JOBS)]
     jobs: usize,
-    /// Connections in all, across files and ranges.
-    #[arg(long, default_value_t = DEFAULT_CONNECTIONS)]
-    connections: usize,
+    /// Connections in all, across files and ranges (default: measured, from 4 up to 32: more
+    /// while more pays, fewer when the server throttles).
+    #[arg(long)]
+    connections: Option<usize>,
     /// Size of one ranged request, e.g. 64MiB.
     #[arg(long, default_value_t = bytesize::ByteSize(DEFAULT_CHUNK))]
     chunk_size: bytesize::ByteSize,
@@ -53,12 +61,25 @@ pub struct Args {
     /// Give up when a range keeps failing for this long without progress.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     retry_timeout: Duration,
+    /// Fetch only slice I of N (counted from 0) of an Indexed Job into a shared directory; the
+    /// last slice to finish verifies the whole and commits the manifest.
+    #[arg(long, value_name = "I/N", conflicts_with = "slices")]
+    slice: Option<SliceSpec>,
+    /// Like --slice, with I taken from JOB_COMPLETION_INDEX (set by a Kubernetes Indexed Job).
+    #[arg(long, value_name = "N")]
+    slices: Option<u32>,
     /// Machine-readable progress lines and a final summary on stdout.
     #[arg(long)]
     json: bool,
     /// Only errors.
     #[arg(long, short, conflicts_with = "json")]
     quiet: bool,
+}
+
+impl Args {
+    pub fn quiet(&self) -> bool {
+        self.quiet
+    }
 }
 
 fn parse_source(s: &str) -> Result<SourceKind, String> {
@@ -78,7 +99,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         ProgressMode::auto()
     };
+    let slice = match (args.slice, args.slices) {
+        (Some(s), _) => Some(s),
+        (None, Some(count)) => {
+            let index = std::env::var("JOB_COMPLETION_INDEX").context(
+                "--slices needs JOB_COMPLETION_INDEX (set by an Indexed Job); use --slice I/N outside one",
+            )?;
+            Some(
+                format!("{index}/{count}")
+                    .parse::<SliceSpec>()
+                    .map_err(anyhow::Error::msg)?,
+            )
+        }
+        (None, None) => None,
+    };
     let opts = FetchOptions {
+        slice,
         kind,
         endpoint: args.endpoint.unwrap_or_else(|| kind.default_endpoint()),
         repo: args.repo,
@@ -87,11 +123,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         include: args.include,
         exclude: args.exclude,
         jobs: args.jobs.max(1),
-        connections: args.connections.max(1),
+        connections: args.connections.map(|c| c.max(1)),
         chunk_size: args.chunk_size.as_u64().max(1 << 20),
         stall_timeout: args.stall_timeout,
         retry_timeout: args.retry_timeout,
         progress,
+        s3_endpoint: args.s3_endpoint,
     };
     let repo = opts.repo.clone();
     let summary = ferry_fetcher::fetch(opts, token)

@@ -1,8 +1,100 @@
-//! `ferry verify`.
+//! `ferry verify`: check a model directory against its completion manifest.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use ferry_sharder::verify::{self, Options};
+use ferry_sharder::{Error, Manifest};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The model directory (the one `ferry fetch --to` wrote).
+    dir: PathBuf,
+    /// Also re-hash every byte and compare with the manifest (parallel over files).
+    #[arg(long)]
+    full: bool,
+    /// The report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Hashing workers with --full (default: every core).
+    #[arg(long, default_value_t = 0)]
+    jobs: usize,
+}
 
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`ferry verify` is not implemented yet")
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let dir = args.dir.clone();
+    let manifest = Manifest::read(&dir)?.ok_or_else(|| Error::NoManifest { dir: dir.clone() })?;
+    let opts = Options {
+        full: args.full,
+        jobs: args.jobs,
+    };
+    let m = manifest.clone();
+    let d = dir.clone();
+    let report = tokio::task::spawn_blocking(move || verify::verify(&d, &m, &opts))
+        .await
+        .context("the verification task failed")??;
+    if args.json {
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("dir".into(), dir.display().to_string().into());
+            o.insert("ok".into(), report.ok().into());
+            o.insert("repo".into(), manifest.repo.clone().into());
+            o.insert("commit".into(), manifest.commit.clone().into());
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{}: {} files, {} ({}@{})",
+            dir.display(),
+            report.files,
+            human(report.bytes),
+            manifest.repo,
+            short(&manifest.commit)
+        );
+        if let Some(h) = &report.hashed {
+            println!(
+                "re-hashed {} files, {} in {:.1}s: {:.2} GB/s ({} workers)",
+                h.files,
+                human(h.bytes),
+                h.seconds,
+                h.gb_per_s,
+                h.jobs
+            );
+        }
+        for w in report.warnings() {
+            println!("warning: {w}");
+        }
+        if report.ok() {
+            println!(
+                "ok: complete and valid{}",
+                if args.full {
+                    ", every byte matches the manifest"
+                } else {
+                    " (sizes and headers; --full re-hashes)"
+                }
+            );
+        }
+    }
+    report.into_result(&dir)?;
+    Ok(())
+}
+
+/// Bytes in decimal units, as disks and hubs count them.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
 }

@@ -24,6 +24,8 @@ const API_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum SourceKind {
     HuggingFace,
     ModelScope,
+    /// An `s3://BUCKET/PREFIX` source ([`crate::s3`]); files are fetched through presigned URLs.
+    S3,
 }
 
 impl SourceKind {
@@ -40,6 +42,7 @@ impl SourceKind {
         match self {
             SourceKind::HuggingFace => "hf",
             SourceKind::ModelScope => "modelscope",
+            SourceKind::S3 => "s3",
         }
     }
 
@@ -47,6 +50,7 @@ impl SourceKind {
         match self {
             SourceKind::HuggingFace => "Hugging Face",
             SourceKind::ModelScope => "ModelScope",
+            SourceKind::S3 => "S3",
         }
     }
 
@@ -54,6 +58,7 @@ impl SourceKind {
         match self {
             SourceKind::HuggingFace => "HF_TOKEN",
             SourceKind::ModelScope => "MODELSCOPE_API_TOKEN",
+            SourceKind::S3 => "AWS_ACCESS_KEY_ID",
         }
     }
 
@@ -76,6 +81,8 @@ impl SourceKind {
                     }
                 })
                 .unwrap_or_else(|| "https://www.modelscope.cn".into()),
+            SourceKind::S3 => crate::s3::endpoint_from_env(None)
+                .unwrap_or_else(|| "https://s3.amazonaws.com".into()),
         }
     }
 
@@ -83,6 +90,8 @@ impl SourceKind {
         match self {
             SourceKind::HuggingFace => crate::auth::hf_token_from_env(),
             SourceKind::ModelScope => crate::auth::modelscope_token_from_env(),
+            // S3 credentials come from the AWS default chain, never through here.
+            SourceKind::S3 => None,
         }
     }
 }
@@ -93,6 +102,8 @@ pub struct Source {
     pub kind: SourceKind,
     pub endpoint: Url,
     pub http: Http,
+    /// For [`SourceKind::S3`]: each file's presigned GET URL, by path (empty for hubs).
+    pub s3_urls: std::sync::Arc<std::collections::HashMap<String, Url>>,
 }
 
 impl Source {
@@ -101,7 +112,7 @@ impl Source {
         let endpoint = Url::parse(&format!("{trimmed}/"))
             .map_err(|e| Error::Usage(format!("bad endpoint {endpoint:?}: {e}")))?;
         let cookie = match kind {
-            SourceKind::HuggingFace => None,
+            SourceKind::HuggingFace | SourceKind::S3 => None,
             SourceKind::ModelScope => Some("m_session_id"),
         };
         let http = Http::new(&endpoint, token, cookie).map_err(|e| {
@@ -114,6 +125,7 @@ impl Source {
             kind,
             endpoint,
             http,
+            s3_urls: Default::default(),
         })
     }
 
@@ -125,6 +137,9 @@ impl Source {
             SourceKind::ModelScope => {
                 modelscope::resolve(self, repo, revision.unwrap_or("master")).await
             }
+            SourceKind::S3 => Err(Error::Usage(format!(
+                "{repo}: an s3:// source is listed by ferry_fetcher::s3, not resolved as a hub repo"
+            ))),
         }
     }
 
@@ -137,6 +152,11 @@ impl Source {
             SourceKind::ModelScope => {
                 modelscope::file_url(self, &snapshot.repo, &snapshot.commit, &file.path)
             }
+            SourceKind::S3 => self
+                .s3_urls
+                .get(&file.path)
+                .cloned()
+                .unwrap_or_else(|| self.endpoint.clone()),
         }
     }
 
@@ -145,6 +165,7 @@ impl Source {
         match self.kind {
             SourceKind::HuggingFace => hf::refusal(self, r),
             SourceKind::ModelScope => modelscope::refusal(self, r),
+            SourceKind::S3 => crate::s3::source::refusal(r),
         }
     }
 

@@ -1,0 +1,590 @@
+//! One file's multipart upload: find or start the upload, fetch parts from the hub (several at
+//! once), hash them in order, upload them with their sha256, checkpoint the running hash, and
+//! complete the upload only when the whole-file hash is the hub's.
+//!
+//! Resume after kill -9: the open upload is found again (ListMultipartUploads for the key) with
+//! its parts (ListParts). The checkpoint object `PREFIX/.ferry/uploads/<id>.json` holds the upload
+//! id, the SHA-256 state ([`super::sha256`]) and the part checksums after the longest run of
+//! parts confirmed uploaded, so hashing goes on without downloading that prefix again. Parts past
+//! the checkpoint are fetched and hashed again, and kept when the server reports the same part
+//! checksum (SeaweedFS does not report them; those go up again).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
+use ferry_sharder::{FileHash, Hasher};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
+use super::sha256::{ResumableSha256, Saved};
+use super::sink::{delete, mismatch, put, sha256_b64, Ctx, META_HASH};
+use crate::error::{Error, Result};
+use crate::snapshot::RemoteFile;
+
+/// What survives a crash for one file's multipart upload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Checkpoint {
+    path: String,
+    size: u64,
+    hash: FileHash,
+    part_size: u64,
+    upload_id: String,
+    /// Parts 1..=parts_done are uploaded and hashed into `sha256`.
+    parts_done: u32,
+    sha256: Option<Saved>,
+    /// The sha256 (base64) of parts 1..=parts_done: CompleteMultipartUpload needs every part's
+    /// checksum, and not every server (SeaweedFS) reports them in ListParts.
+    #[serde(default)]
+    part_sha256: Vec<String>,
+}
+
+/// The running hash of a file: resumable for sha256, plain (restarted on resume) otherwise.
+enum Running {
+    Sha(ResumableSha256),
+    Other(Hasher),
+}
+
+impl Running {
+    fn new(hash: &FileHash, size: u64) -> Running {
+        match hash {
+            FileHash::Sha256(_) => Running::Sha(ResumableSha256::new()),
+            other => Running::Other(other.hasher(size)),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Running::Sha(h) => h.update(data),
+            Running::Other(h) => h.update(data),
+        }
+    }
+
+    fn save(&self) -> Option<Saved> {
+        match self {
+            Running::Sha(h) => h.save(),
+            Running::Other(_) => None,
+        }
+    }
+
+    fn finish(self) -> FileHash {
+        match self {
+            Running::Sha(h) => FileHash::Sha256(h.finish()),
+            Running::Other(h) => h.finish(),
+        }
+    }
+}
+
+/// One fetched part, holding its share of the memory budget until uploaded.
+struct Fetched {
+    number: i32,
+    bytes: Bytes,
+    sha256_b64: String,
+    permit: OwnedSemaphorePermit,
+}
+
+enum Event {
+    /// Part `n` is hashed: the running state after it (when saveable), and its own sha256.
+    Hashed(i32, Option<Saved>, String),
+    /// Part `n` is on the server (uploaded now or kept).
+    Uploaded(CompletedPart),
+}
+
+impl Ctx {
+    pub(super) async fn put_multipart(
+        self: &Arc<Self>,
+        f: &RemoteFile,
+        part_size: u64,
+    ) -> Result<()> {
+        let key = self.dest.key(&f.path);
+        let n_parts = f.size.div_ceil(part_size) as i32;
+        let (upload_id, parts_done, running, on_server, part_sha256) =
+            self.open_upload(f, part_size).await?;
+        // Parts the checkpoint vouches for: not fetched, not hashed, not uploaded again.
+        let (events, mut rx) = mpsc::unbounded_channel::<Event>();
+        let mut kept_bytes = 0;
+        for n in 1..=parts_done as i32 {
+            if let Some(p) = on_server.get(&n) {
+                kept_bytes += p.size;
+                let _ = events.send(Event::Uploaded(p.completed.clone()));
+            }
+        }
+        self.counts
+            .kept
+            .fetch_add(u64::from(parts_done), Ordering::Relaxed);
+        self.progress
+            .bytes_reused
+            .fetch_add(kept_bytes, Ordering::Relaxed);
+        let saver = {
+            let ctx = Arc::clone(self);
+            let cp = Checkpoint {
+                path: f.path.clone(),
+                size: f.size,
+                hash: f.hash.clone(),
+                part_size,
+                upload_id: upload_id.clone(),
+                parts_done,
+                sha256: running.save(),
+                part_sha256,
+            };
+            tokio::spawn(async move { ctx.save_checkpoints(cp, &mut rx).await })
+        };
+
+        let range = |n: i32| {
+            let lo = (n as u64 - 1) * part_size;
+            (lo, (lo + part_size).min(f.size))
+        };
+        let mut fetched = futures_util::stream::iter((parts_done as i32 + 1)..=n_parts)
+            .map(|n| {
+                let (lo, hi) = range(n);
+                async move {
+                    let permit = self.permit().await?;
+                    let bytes = self.hub_get(f, lo, hi).await?;
+                    let sha256_b64 = sha256_b64(bytes.clone()).await?;
+                    Ok::<_, Error>(Fetched {
+                        number: n,
+                        bytes,
+                        sha256_b64,
+                        permit,
+                    })
+                }
+            })
+            .buffered(self.in_flight);
+        let mut running = running;
+        let mut uploads = tokio::task::JoinSet::new();
+        while let Some(part) = fetched.next().await {
+            let part = part?;
+            // In order: the whole-file hash sees the bytes exactly as they are uploaded.
+            let bytes = part.bytes.clone();
+            running = tokio::task::spawn_blocking(move || {
+                running.update(&bytes);
+                running
+            })
+            .await
+            .map_err(|e| Error::Usage(format!("hash task failed: {e}")))?;
+            let _ = events.send(Event::Hashed(
+                part.number,
+                running.save(),
+                part.sha256_b64.clone(),
+            ));
+            match on_server.get(&part.number) {
+                Some(p)
+                    if p.size == part.bytes.len() as u64
+                        && p.sha256_b64.as_deref() == Some(part.sha256_b64.as_str()) =>
+                {
+                    // Uploaded by the run that was killed, after its last checkpoint.
+                    self.counts.kept.fetch_add(1, Ordering::Relaxed);
+                    let _ = events.send(Event::Uploaded(p.completed.clone()));
+                }
+                _ => {
+                    let ctx = Arc::clone(self);
+                    let (key, upload_id, events) = (key.clone(), upload_id.clone(), events.clone());
+                    uploads.spawn(async move {
+                        let done = ctx.upload_part(&key, &upload_id, &part).await?;
+                        drop(part.permit);
+                        ctx.counts.uploaded.fetch_add(1, Ordering::Relaxed);
+                        let _ = events.send(Event::Uploaded(done));
+                        Ok::<_, Error>(())
+                    });
+                }
+            }
+            // Fail fast: an upload error stops fetching more of this file.
+            while let Some(r) = uploads.try_join_next() {
+                join(r)??;
+            }
+        }
+        while let Some(r) = uploads.join_next().await {
+            join(r)??;
+        }
+        drop(events);
+        let parts = saver
+            .await
+            .map_err(|e| Error::Usage(format!("checkpoint task failed: {e}")))?;
+        let actual = running.finish();
+        if actual != f.hash {
+            // Never complete an object whose bytes differ from the hub's.
+            let _ = self
+                .s3
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.dest.bucket)
+                .key(&key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            let _ = delete(&self.s3, &self.dest.bucket, &self.checkpoint_key(&f.path)).await;
+            return Err(mismatch(f, &actual));
+        }
+        if parts.len() != n_parts as usize {
+            return Err(Error::Usage(format!(
+                "{}: {} of {n_parts} parts recorded at completion",
+                f.path,
+                parts.len()
+            )));
+        }
+        self.s3
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.dest.bucket)
+            .key(&key)
+            .upload_id(&upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts.into_values().collect()))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                self.s3.error(
+                    "s3:PutObject (CompleteMultipartUpload)",
+                    &self.dest.bucket,
+                    &key,
+                    e,
+                )
+            })?;
+        delete(&self.s3, &self.dest.bucket, &self.checkpoint_key(&f.path)).await?;
+        Ok(())
+    }
+
+    /// Finds the upload to continue (the checkpoint's, else the newest open one for the key) or
+    /// starts one. Returns its id, the parts the checkpoint vouches for, the hash state after
+    /// them, and the parts the server has.
+    async fn open_upload(
+        &self,
+        f: &RemoteFile,
+        part_size: u64,
+    ) -> Result<(String, u32, Running, HashMap<i32, ServerPart>, Vec<String>)> {
+        let key = self.dest.key(&f.path);
+        let bucket = &self.dest.bucket;
+        let open = self
+            .s3
+            .client
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .prefix(&key)
+            .send()
+            .await
+            .map_err(|e| {
+                self.s3
+                    .error("s3:ListBucketMultipartUploads", bucket, &key, e)
+            })?;
+        let mut open: Vec<(String, i64)> = open
+            .uploads()
+            .iter()
+            .filter(|u| u.key() == Some(key.as_str()))
+            .filter_map(|u| {
+                Some((
+                    u.upload_id()?.to_string(),
+                    u.initiated().map(|t| t.secs()).unwrap_or(0),
+                ))
+            })
+            .collect();
+        open.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+        let cp = self.read_checkpoint(f, part_size).await;
+        let mut chosen: Option<(String, u32, Running, Vec<String>)> = None;
+        if let Some(cp) = cp.filter(|cp| open.iter().any(|(id, _)| *id == cp.upload_id)) {
+            let running = match cp.sha256 {
+                Some(s)
+                    if matches!(f.hash, FileHash::Sha256(_))
+                        && cp.part_sha256.len() == cp.parts_done as usize =>
+                {
+                    Some((
+                        cp.parts_done,
+                        Running::Sha(ResumableSha256::restore(s)),
+                        cp.part_sha256,
+                    ))
+                }
+                _ => None,
+            };
+            let (done, running, shas) =
+                running.unwrap_or((0, Running::new(&f.hash, f.size), Vec::new()));
+            chosen = Some((cp.upload_id, done, running, shas));
+        } else if let Some((id, _)) = open.first() {
+            chosen = Some((id.clone(), 0, Running::new(&f.hash, f.size), Vec::new()));
+        }
+        if let Some((id, done, running, shas)) = chosen {
+            let on_server = self.list_parts(&key, &id).await?;
+            // Parts must have this run's size, and the checkpoint's parts must all be there.
+            let sizes_ok = on_server.iter().all(|(n, p)| {
+                let lo = (*n as u64 - 1) * part_size;
+                lo < f.size && p.size == part_size.min(f.size - lo)
+            });
+            let vouched = (1..=done as i32).all(|n| on_server.contains_key(&n));
+            if sizes_ok && vouched {
+                for (other, _) in open.iter().filter(|(o, _)| *o != id) {
+                    self.abort(&key, other).await;
+                }
+                tracing::info!(
+                    "{}: resuming upload with {} parts on the server, {} hashed before",
+                    f.path,
+                    on_server.len(),
+                    done
+                );
+                return Ok((id, done, running, on_server, shas));
+            }
+            tracing::warn!(
+                "{}: the open upload does not fit this run; starting over",
+                f.path
+            );
+        }
+        for (other, _) in &open {
+            self.abort(&key, other).await;
+        }
+        let created = self
+            .s3
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(&key)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .metadata(META_HASH, f.hash.to_string())
+            .send()
+            .await
+            .map_err(|e| self.s3.error("s3:PutObject", bucket, &key, e))?;
+        let id = created
+            .upload_id()
+            .ok_or_else(|| Error::S3 {
+                op: "s3:PutObject",
+                bucket: bucket.clone(),
+                key: key.clone(),
+                message: "CreateMultipartUpload returned no upload id".into(),
+            })?
+            .to_string();
+        Ok((
+            id,
+            0,
+            Running::new(&f.hash, f.size),
+            HashMap::new(),
+            Vec::new(),
+        ))
+    }
+
+    async fn abort(&self, key: &str, upload_id: &str) {
+        tracing::info!("{key}: aborting stale multipart upload");
+        let _ = self
+            .s3
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.dest.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await;
+    }
+
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<HashMap<i32, ServerPart>> {
+        let bucket = &self.dest.bucket;
+        let mut pages = self
+            .s3
+            .client
+            .list_parts()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .into_paginator()
+            .send();
+        let mut out = HashMap::new();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| self.s3.error("s3:ListMultipartUploadParts", bucket, key, e))?;
+            for p in page.parts() {
+                let Some(n) = p.part_number() else { continue };
+                out.insert(
+                    n,
+                    ServerPart {
+                        size: p.size().unwrap_or(0).max(0) as u64,
+                        sha256_b64: p.checksum_sha256().map(str::to_string),
+                        completed: CompletedPart::builder()
+                            .part_number(n)
+                            .set_e_tag(p.e_tag().map(str::to_string))
+                            .set_checksum_sha256(p.checksum_sha256().map(str::to_string))
+                            .build(),
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part: &Fetched,
+    ) -> Result<CompletedPart> {
+        let bucket = &self.dest.bucket;
+        let mut attempt = 0;
+        loop {
+            let sent = self
+                .s3
+                .client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(part.number)
+                .content_length(part.bytes.len() as i64)
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                .checksum_sha256(&part.sha256_b64)
+                .body(ByteStream::from(part.bytes.clone()))
+                .send()
+                .await;
+            match sent {
+                Ok(out) => {
+                    return Ok(CompletedPart::builder()
+                        .part_number(part.number)
+                        .set_e_tag(out.e_tag().map(str::to_string))
+                        .checksum_sha256(&part.sha256_b64)
+                        .build())
+                }
+                Err(e) => match self.s3.error("s3:PutObject (UploadPart)", bucket, key, e) {
+                    // Bytes changed between our hash and the server's: send them once more.
+                    Error::S3ChecksumRejected {
+                        bucket,
+                        key,
+                        code,
+                        message,
+                        ..
+                    } => {
+                        attempt += 1;
+                        if attempt >= 2 {
+                            return Err(Error::S3ChecksumRejected {
+                                bucket,
+                                key,
+                                part: format!(" part {}", part.number),
+                                code,
+                                message,
+                            });
+                        }
+                        tracing::warn!(
+                            "{key}: the server rejected the checksum of part {}; sending it again",
+                            part.number
+                        );
+                    }
+                    other => return Err(other),
+                },
+            }
+        }
+    }
+
+    /// Consumes part events and rewrites the checkpoint whenever the run of parts that are both
+    /// hashed and uploaded grows; returns every part for CompleteMultipartUpload.
+    async fn save_checkpoints(
+        &self,
+        mut cp: Checkpoint,
+        rx: &mut mpsc::UnboundedReceiver<Event>,
+    ) -> BTreeMap<i32, CompletedPart> {
+        let mut parts: BTreeMap<i32, CompletedPart> = BTreeMap::new();
+        let mut states: BTreeMap<i32, Option<Saved>> = BTreeMap::new();
+        let mut shas: BTreeMap<i32, String> = (1..).zip(cp.part_sha256.iter().cloned()).collect();
+        let key = self.checkpoint_key(&cp.path);
+        while let Some(ev) = rx.recv().await {
+            let mut batch = vec![ev];
+            // Coalesce: under load many parts finish between two checkpoint writes.
+            while let Ok(ev) = rx.try_recv() {
+                batch.push(ev);
+            }
+            for ev in batch {
+                match ev {
+                    Event::Hashed(n, s, sha) => {
+                        states.insert(n, s);
+                        shas.insert(n, sha);
+                    }
+                    Event::Uploaded(p) => {
+                        if let Some(n) = p.part_number() {
+                            parts.insert(n, p);
+                        }
+                    }
+                }
+            }
+            let mut advanced = false;
+            while let (Some(_), Some(state)) = (
+                parts.get(&(cp.parts_done as i32 + 1)),
+                states.get(&(cp.parts_done as i32 + 1)),
+            ) {
+                cp.parts_done += 1;
+                cp.sha256 = *state;
+                cp.part_sha256.push(
+                    shas.get(&(cp.parts_done as i32))
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+                advanced = true;
+            }
+            states.retain(|n, _| *n > cp.parts_done as i32);
+            if advanced && cp.sha256.is_some() {
+                let json = serde_json::to_vec(&cp).unwrap_or_default();
+                let sha = sha256_b64(Bytes::from(json.clone()))
+                    .await
+                    .unwrap_or_default();
+                if let Err(e) = put(
+                    &self.s3,
+                    &self.dest.bucket,
+                    &key,
+                    Bytes::from(json),
+                    &sha,
+                    None,
+                )
+                .await
+                {
+                    // Not fatal: a resume without it re-fetches the prefix for hashing.
+                    tracing::warn!("{}: cannot save the upload checkpoint: {e}", cp.path);
+                }
+            }
+        }
+        // Every part with its checksum, from the server's listing or from our own hashing.
+        parts
+            .into_iter()
+            .map(|(n, p)| {
+                let sha = p
+                    .checksum_sha256()
+                    .map(str::to_string)
+                    .or_else(|| shas.get(&n).cloned());
+                let p = CompletedPart::builder()
+                    .part_number(n)
+                    .set_e_tag(p.e_tag().map(str::to_string))
+                    .set_checksum_sha256(sha)
+                    .build();
+                (n, p)
+            })
+            .collect()
+    }
+
+    fn checkpoint_key(&self, path: &str) -> String {
+        use sha2::Digest;
+        let id = hex::encode(&sha2::Sha256::digest(path.as_bytes())[..12]);
+        self.dest
+            .key(&format!("{}/uploads/{id}.json", super::STATE_DIR))
+    }
+
+    async fn read_checkpoint(&self, f: &RemoteFile, part_size: u64) -> Option<Checkpoint> {
+        let out = self
+            .s3
+            .client
+            .get_object()
+            .bucket(&self.dest.bucket)
+            .key(self.checkpoint_key(&f.path))
+            .send()
+            .await
+            .ok()?;
+        let bytes = out.body.collect().await.ok()?.into_bytes();
+        let cp: Checkpoint = serde_json::from_slice(&bytes).ok()?;
+        (cp.path == f.path && cp.size == f.size && cp.hash == f.hash && cp.part_size == part_size)
+            .then_some(cp)
+    }
+}
+
+struct ServerPart {
+    size: u64,
+    sha256_b64: Option<String>,
+    completed: CompletedPart,
+}
+
+fn join(r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<Result<()>> {
+    r.map_err(|e| Error::Usage(format!("upload task failed: {e}")))
+}

@@ -1,0 +1,379 @@
+//! `ferry fetch s3://BUCKET/PREFIX --to DIR`: an S3 prefix as a snapshot source.
+//!
+//! The prefix is listed (ListObjectsV2, paginated) into a [`Snapshot`]; each file gets a
+//! presigned GET URL, and from there the shared engine does what it does for a hub: parallel
+//! ranged GETs, journal and resume, in-order hashing, atomic publish, completion manifest.
+//!
+//! What a file is verified against, best first:
+//! 1. the ferry manifest object `PREFIX/.ferry/manifest.json` (written last by the S3 sink, so
+//!    its presence means the prefix is complete): the hub's own sha256 / git-sha1;
+//! 2. the object's S3 sha256 checksum (HeadObject with checksum mode), when it is a full-object
+//!    checksum (a multipart "composite" checksum is a hash of part hashes, not of the bytes);
+//! 3. the size alone, with the ETag recorded ([`FileHash::S3Etag`]), and a warning that says so.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::types::{ChecksumMode, ChecksumType};
+use ferry_sharder::{layout, FileHash, Manifest};
+use futures_util::{StreamExt, TryStreamExt};
+use url::Url;
+
+use super::{S3Url, MANIFEST, S3, STATE_DIR};
+use crate::error::{Error, Result};
+use crate::fetch::{FetchOptions, Summary};
+use crate::http::display_url;
+use crate::select::Selection;
+use crate::snapshot::{RemoteFile, Snapshot};
+use crate::source::{Refusal, Source, SourceKind};
+
+/// Presigned URLs live as long as SigV4 allows (7 days), so a slow 642 GB download never sees
+/// one expire. Temporary credentials (web identity, STS) cap this at their own expiry; a refused
+/// URL fails with a hint to re-run, which resumes with fresh URLs.
+const PRESIGN_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+/// HeadObject calls at once while looking for checksums.
+const HEAD_CONCURRENCY: usize = 16;
+
+/// Fetches an S3 prefix into `opts.dir`.
+pub async fn fetch(mut opts: FetchOptions) -> Result<Summary> {
+    let started = Instant::now();
+    let url = S3Url::parse(&opts.repo)?;
+    if opts.slice.is_some() {
+        return Err(Error::Usage(
+            "--slice/--slices work with hub sources only; an s3:// source is fetched by one process (in-region S3 is rarely the bottleneck)".into(),
+        ));
+    }
+    opts.kind = SourceKind::S3;
+    opts.repo = url.to_string();
+    let s3 = super::connect(
+        opts.s3_endpoint.as_deref(),
+        opts.connections
+            .unwrap_or(crate::fetch::DEFAULT_MAX_CONNECTIONS),
+    )
+    .await?;
+    s3.check_bucket(&url.bucket).await?;
+    let snapshot = resolve(&s3, &url).await?;
+    let files = Selection::new(&opts.include, &opts.exclude)?.apply(&opts.repo, snapshot.files)?;
+    let snapshot = Snapshot { files, ..snapshot };
+    tracing::info!(
+        "S3 {}: {} files, {}",
+        url,
+        snapshot.files.len(),
+        bytesize::ByteSize(snapshot.total_bytes())
+    );
+    let source = presigned_source(&s3, &url, &snapshot).await?;
+
+    let dir = opts.dir.clone();
+    for d in [
+        dir.join(layout::STATE_DIR),
+        layout::partial_dir(&dir),
+        layout::journal_dir(&dir),
+    ] {
+        std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+    }
+    let _lock = crate::lock::acquire(&dir, None)?;
+    crate::fetch::complete(&opts, &source, Arc::new(snapshot), started).await
+}
+
+/// Lists the prefix and works out each file's hash (manifest, S3 checksum, or size + ETag).
+pub async fn resolve(s3: &S3, url: &S3Url) -> Result<Snapshot> {
+    let listed = list(s3, url).await?;
+    if listed.is_empty() {
+        return Err(Error::S3EmptyPrefix {
+            url: url.to_string(),
+        });
+    }
+    if let Some(m) = read_manifest(s3, url).await? {
+        return from_manifest(url, m, &listed);
+    }
+    let mut files = futures_util::stream::iter(listed.into_iter().map(|o| async move {
+        let hash = match s3_sha256(s3, url, &o.path).await? {
+            Some(sha) => FileHash::Sha256(sha),
+            None => FileHash::S3Etag(o.etag.clone()),
+        };
+        Ok::<_, Error>((o, hash))
+    }))
+    .buffer_unordered(HEAD_CONCURRENCY)
+    .try_collect::<Vec<_>>()
+    .await?;
+    files.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    let etag_only: Vec<&str> = files
+        .iter()
+        .filter(|(_, h)| matches!(h, FileHash::S3Etag(_)))
+        .map(|(o, _)| o.path.as_str())
+        .collect();
+    if !etag_only.is_empty() {
+        tracing::warn!(
+            "{url}: no ferry manifest, and {} of {} objects carry no S3 sha256 checksum ({}{}): \
+             those are checked by size only (their ETags are recorded, but an ETag is not a hash \
+             ferry can recompute), so bytes changed on the server at the same size would go \
+             unnoticed; upload with `ferry fetch ORG/NAME --to {url}` to get a verified manifest",
+            etag_only.len(),
+            files.len(),
+            etag_only[..etag_only.len().min(3)].join(", "),
+            if etag_only.len() > 3 { ", …" } else { "" }
+        );
+    }
+    // No commit to pin: name the listing itself, so a prefix that changes between two runs is a
+    // different "commit" and a complete directory of the old listing is not taken as current.
+    let commit = {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for (o, hash) in &files {
+            h.update(format!("{}\t{}\t{}\n", o.path, o.size, hash).as_bytes());
+        }
+        hex::encode(h.finalize())[..40].to_string()
+    };
+    Ok(Snapshot {
+        repo: url.to_string(),
+        revision: "latest".into(),
+        commit,
+        files: files
+            .into_iter()
+            .map(|(o, hash)| RemoteFile {
+                path: o.path,
+                size: o.size,
+                hash,
+            })
+            .collect(),
+    })
+}
+
+/// One listed object, by its path under the prefix.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub path: String,
+    pub size: u64,
+    pub etag: String,
+}
+
+/// Every object under the prefix except ferry's own state and folder markers.
+pub async fn list(s3: &S3, url: &S3Url) -> Result<Vec<Listed>> {
+    let prefix = url.list_prefix();
+    let mut pages = s3
+        .client
+        .list_objects_v2()
+        .bucket(&url.bucket)
+        .prefix(&prefix)
+        .into_paginator()
+        .send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| s3.error("s3:ListBucket", &url.bucket, &prefix, e))?;
+        for o in page.contents() {
+            let Some(key) = o.key() else { continue };
+            let path = key.strip_prefix(&prefix).unwrap_or(key);
+            if path.is_empty() || path.ends_with('/') || path.starts_with(&format!("{STATE_DIR}/"))
+            {
+                continue;
+            }
+            out.push(Listed {
+                path: path.to_string(),
+                size: o.size().unwrap_or(0).max(0) as u64,
+                etag: normalize_etag(o.e_tag().unwrap_or("")),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// ETags come quoted; the engine names partial files by the first 16 characters of a hash, so a
+/// short ETag from an odd server is padded.
+fn normalize_etag(etag: &str) -> String {
+    let e = etag.trim_matches('"').to_ascii_lowercase();
+    format!("{e:0>16}")
+}
+
+/// The ferry manifest object, if the prefix has one.
+pub async fn read_manifest(s3: &S3, url: &S3Url) -> Result<Option<Manifest>> {
+    let key = url.key(MANIFEST);
+    let out = match s3
+        .client
+        .get_object()
+        .bucket(&url.bucket)
+        .key(&key)
+        .send()
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => {
+            return match s3.error("s3:GetObject", &url.bucket, &key, e) {
+                Error::S3NoSuchKey { .. } => Ok(None),
+                e => Err(e),
+            }
+        }
+    };
+    let bytes = out.body.collect().await.map_err(|e| Error::S3 {
+        op: "s3:GetObject",
+        bucket: url.bucket.clone(),
+        key: key.clone(),
+        message: e.to_string(),
+    })?;
+    let m: Manifest =
+        serde_json::from_slice(&bytes.into_bytes()).map_err(|e| Error::S3ManifestMismatch {
+            url: url.to_string(),
+            reason: format!("{key} is not a ferry manifest: {e}"),
+        })?;
+    if m.format != ferry_sharder::manifest::FORMAT {
+        return Err(Error::S3ManifestMismatch {
+            url: url.to_string(),
+            reason: format!(
+                "manifest format {} is not the one this ferry reads",
+                m.format
+            ),
+        });
+    }
+    Ok(Some(m))
+}
+
+/// The manifest names the files and their hub hashes; the listing must agree on sizes.
+fn from_manifest(url: &S3Url, m: Manifest, listed: &[Listed]) -> Result<Snapshot> {
+    let sizes: HashMap<&str, u64> = listed.iter().map(|o| (o.path.as_str(), o.size)).collect();
+    for f in &m.files {
+        match sizes.get(f.path.as_str()) {
+            Some(&s) if s == f.size => {}
+            Some(&s) => {
+                return Err(Error::S3ManifestMismatch {
+                    url: url.to_string(),
+                    reason: format!("{} is {s} bytes, the manifest says {}", f.path, f.size),
+                })
+            }
+            None => {
+                return Err(Error::S3ManifestMismatch {
+                    url: url.to_string(),
+                    reason: format!("{} is in the manifest but not in the bucket", f.path),
+                })
+            }
+        }
+    }
+    tracing::info!(
+        "{url}: ferry manifest of {} at {} ({} files): verifying against the hub's hashes",
+        m.repo,
+        &m.commit[..12.min(m.commit.len())],
+        m.files.len()
+    );
+    Ok(Snapshot {
+        repo: url.to_string(),
+        revision: m.revision,
+        commit: m.commit,
+        files: m
+            .files
+            .into_iter()
+            .map(|f| RemoteFile {
+                path: f.path,
+                size: f.size,
+                hash: f.hash,
+            })
+            .collect(),
+    })
+}
+
+/// The object's full-object sha256 checksum as hex, when S3 has one.
+async fn s3_sha256(s3: &S3, url: &S3Url, path: &str) -> Result<Option<String>> {
+    let key = url.key(path);
+    let head = s3
+        .client
+        .head_object()
+        .bucket(&url.bucket)
+        .key(&key)
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .map_err(|e| s3.error("s3:GetObject", &url.bucket, &key, e))?;
+    let composite = head.checksum_type() == Some(&ChecksumType::Composite);
+    Ok(head
+        .checksum_sha256()
+        .filter(|c| !composite && !c.contains('-'))
+        .and_then(super::b64_decode)
+        .filter(|d| d.len() == 32)
+        .map(hex::encode))
+}
+
+/// A [`Source`] whose file URLs are presigned GETs, for the shared engine.
+async fn presigned_source(s3: &S3, url: &S3Url, snapshot: &Snapshot) -> Result<Source> {
+    let config = PresigningConfig::expires_in(PRESIGN_EXPIRY)
+        .map_err(|e| Error::Usage(format!("presigning: {e}")))?;
+    let mut urls = HashMap::new();
+    for f in &snapshot.files {
+        let key = url.key(&f.path);
+        let req = s3
+            .client
+            .get_object()
+            .bucket(&url.bucket)
+            .key(&key)
+            .presigned(config.clone())
+            .await
+            .map_err(|e| s3.error("s3:GetObject", &url.bucket, &key, e))?;
+        let u = Url::parse(req.uri()).map_err(|e| Error::BadResponse {
+            url: key.clone(),
+            reason: format!("the SDK presigned an unparsable URL: {e}"),
+        })?;
+        urls.insert(f.path.clone(), u);
+    }
+    // The engine's client must see the objects' host as its own origin, so a refusal is
+    // explained by `refusal` below instead of being retried as an expired CDN redirect.
+    let origin = urls
+        .values()
+        .next()
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|| s3.endpoint.clone());
+    let mut source = Source::new(SourceKind::S3, &origin, None)?;
+    source.s3_urls = Arc::new(urls);
+    Ok(source)
+}
+
+/// Explains a refused presigned GET (the engine calls this through [`Source::refusal`]).
+pub fn refusal(r: &Refusal<'_>) -> Error {
+    let code = between(r.body, "<Code>", "</Code>").unwrap_or_default();
+    let message = between(r.body, "<Message>", "</Message>").unwrap_or_default();
+    let (bucket, key) = match S3Url::parse(r.repo) {
+        Ok(u) => (u.bucket.clone(), u.key(r.path.unwrap_or(""))),
+        Err(_) => (String::new(), display_url(r.url)),
+    };
+    match (r.status, code.as_str()) {
+        (_, "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" | "InvalidToken") => {
+            Error::S3BadCredentials {
+                endpoint: r.url.origin().ascii_serialization(),
+                bucket,
+                code,
+                message,
+            }
+        }
+        (403, _) => Error::S3AccessDenied {
+            op: "s3:GetObject",
+            bucket,
+            key,
+            message: format!(
+                "{code}: {message} (a presigned URL; if it expired with temporary credentials, re-run to resume with fresh ones)"
+            ),
+        },
+        (404, _) => Error::S3NoSuchKey { bucket, key },
+        (status, _) => Error::Http {
+            url: display_url(r.url),
+            status,
+            message: format!("{code}: {message}"),
+        },
+    }
+}
+
+fn between(s: &str, open: &str, close: &str) -> Option<String> {
+    let start = s.find(open)? + open.len();
+    let end = s[start..].find(close)? + start;
+    Some(s[start..end].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_are_normalized() {
+        assert_eq!(
+            normalize_etag("\"9B2CF535F27731C974343645A3985328\""),
+            "9b2cf535f27731c974343645a3985328"
+        );
+        assert_eq!(normalize_etag("\"abc\""), "0000000000000abc");
+    }
+}

@@ -1,0 +1,402 @@
+//! A read-only view of a model directory, safe while fetches run: complete or not, what is done,
+//! in progress and missing, per-slice state, who holds the lock, when progress was last made.
+//!
+//! Nothing here writes, locks or opens for writing: every file may change or vanish between two
+//! reads, so each read that fails for that reason is reported as absent rather than as an error.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::manifest::Manifest;
+use crate::slices::SliceDone;
+use crate::verify;
+
+/// The fetch heartbeat `.ferry/progress.json` (written by the fetcher every few seconds).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub updated_at: Option<String>,
+    #[serde(default)]
+    pub repo: Option<String>,
+    #[serde(default)]
+    pub commit: Option<String>,
+    #[serde(default)]
+    pub files_total: Option<u64>,
+    #[serde(default)]
+    pub files_done: Option<u64>,
+    #[serde(default)]
+    pub bytes_total: Option<u64>,
+    #[serde(default)]
+    pub bytes_done: Option<u64>,
+    #[serde(default)]
+    pub in_progress: Vec<String>,
+}
+
+/// A process holding (or having held) the directory lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolder {
+    /// The lock file, relative to the model directory (`.ferry/lock`, `.ferry/lock.slice-2-of-8`).
+    pub file: String,
+    /// What the holder wrote into the file.
+    pub pid: Option<u32>,
+    pub host: Option<String>,
+    pub started_at: Option<String>,
+    /// `held` (the kernel lists a lock on the file), `alive` (the named process runs on this
+    /// host), `stale` (it does not: the lock is free), `unknown` (another host, unlisted lock:
+    /// look there).
+    pub state: String,
+}
+
+/// Completion markers of one slice count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SliceState {
+    pub count: u32,
+    /// Indices with a marker.
+    pub done: Vec<u32>,
+    /// Indices without one.
+    pub pending: Vec<u32>,
+    pub commits: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub dir: String,
+    /// A completion manifest is present.
+    pub complete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    /// Files expected (manifest, else the heartbeat's count), when known.
+    pub files_total: Option<u64>,
+    /// Model files published under their final names.
+    pub files_done: u64,
+    /// Files being downloaded now (heartbeat), or partial files under `.ferry/partial`.
+    pub in_progress: Vec<String>,
+    /// Partial files under `.ferry/partial` and the bytes they hold on disk.
+    pub partial_files: u64,
+    pub partial_bytes: u64,
+    /// Files the manifest lists that are not on disk; `None` when no expected list is known.
+    pub missing: Option<Vec<String>>,
+    /// `files_total - files_done` when only counts are known.
+    pub missing_count: Option<u64>,
+    pub bytes_total: Option<u64>,
+    /// Bytes of published files plus bytes in partial files.
+    pub bytes_done: u64,
+    /// Stray partial files outside `.ferry/` (an interrupted copy by another tool).
+    pub stray: Vec<String>,
+    pub slices: Vec<SliceState>,
+    pub lock: Vec<LockHolder>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// Seconds since the heartbeat was last written (its `updated_at`, else its mtime).
+    pub last_progress_seconds: Option<u64>,
+    /// Words for an operator: what the state means and what to do.
+    pub verdict: String,
+}
+
+/// Reads the state of `dir`. Fails only when `dir` itself cannot be read.
+pub fn status(dir: &Path) -> Result<Status> {
+    let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
+    if !meta.is_dir() {
+        return Err(Error::io(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
+        ));
+    }
+    // A manifest being replaced is read whole or not at all (atomic rename); a broken one is
+    // reported as not complete.
+    let manifest = Manifest::read(dir).ok().flatten();
+    let on_disk = verify::scan(dir)?;
+    let stray: Vec<String> = on_disk
+        .iter()
+        .filter(|f| verify::is_partial_name(f))
+        .cloned()
+        .collect();
+    let published: Vec<&String> = on_disk
+        .iter()
+        .filter(|f| !verify::is_partial_name(f))
+        .collect();
+    let progress = read_progress(dir);
+    let (partial_files, partial_bytes, partial_names) = partials(dir);
+    let published_bytes: u64 = published
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+
+    let (files_total, missing, bytes_total) = match &manifest {
+        Some(m) => {
+            let present: std::collections::HashSet<&str> =
+                published.iter().map(|s| s.as_str()).collect();
+            let missing: Vec<String> = m
+                .files
+                .iter()
+                .filter(|f| !present.contains(f.path.as_str()))
+                .map(|f| f.path.clone())
+                .collect();
+            (
+                Some(m.files.len() as u64),
+                Some(missing),
+                Some(m.total_bytes()),
+            )
+        }
+        None => (
+            progress.as_ref().and_then(|p| p.files_total),
+            None,
+            progress.as_ref().and_then(|p| p.bytes_total),
+        ),
+    };
+    // Published files that belong to the model (not extra files lying around).
+    let files_done = match &manifest {
+        Some(m) => m.files.len() as u64 - missing.as_ref().map_or(0, |v| v.len() as u64),
+        None => published.len() as u64,
+    };
+    let missing_count = match (&missing, files_total) {
+        (Some(v), _) => Some(v.len() as u64),
+        (None, Some(t)) => Some(t.saturating_sub(files_done)),
+        _ => None,
+    };
+    let in_progress = match progress.as_ref() {
+        Some(p) if !p.in_progress.is_empty() => p.in_progress.clone(),
+        _ => partial_names,
+    };
+    let last_progress_seconds = last_progress_age(dir, progress.as_ref());
+    let slices = slice_states(dir);
+    let lock = lock_holders(dir);
+    let complete = manifest.is_some();
+    let verdict = verdict(
+        complete,
+        &lock,
+        last_progress_seconds,
+        missing_count,
+        &stray,
+    );
+    Ok(Status {
+        dir: dir.display().to_string(),
+        complete,
+        repo: manifest
+            .as_ref()
+            .map(|m| m.repo.clone())
+            .or_else(|| progress.as_ref().and_then(|p| p.repo.clone())),
+        commit: manifest
+            .as_ref()
+            .map(|m| m.commit.clone())
+            .or_else(|| progress.as_ref().and_then(|p| p.commit.clone())),
+        completed_at: manifest.as_ref().map(|m| m.completed_at.clone()),
+        files_total,
+        files_done,
+        in_progress,
+        partial_files,
+        partial_bytes,
+        missing,
+        missing_count,
+        bytes_total,
+        bytes_done: published_bytes + partial_bytes,
+        stray,
+        slices,
+        lock,
+        progress,
+        last_progress_seconds,
+        verdict,
+    })
+}
+
+fn read_progress(dir: &Path) -> Option<Progress> {
+    let bytes = std::fs::read(layout::progress_path(dir)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Files under `.ferry/partial` and the bytes they occupy (allocated blocks: partial files are
+/// sparse, so their length says nothing about progress).
+fn partials(dir: &Path) -> (u64, u64, Vec<String>) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(layout::partial_dir(dir)) else {
+        return (0, 0, Vec::new());
+    };
+    let (mut n, mut bytes, mut names) = (0, 0, Vec::new());
+    for e in entries.flatten() {
+        if let Ok(m) = e.metadata() {
+            if m.is_file() {
+                n += 1;
+                bytes += (m.blocks() * 512).min(m.len());
+                names.push(format!(
+                    "{}/{}",
+                    ".ferry/partial",
+                    e.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    names.sort();
+    (n, bytes, names)
+}
+
+fn last_progress_age(dir: &Path, p: Option<&Progress>) -> Option<u64> {
+    let at = p
+        .and_then(|p| p.updated_at.as_deref())
+        .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+        .or_else(|| {
+            std::fs::metadata(layout::progress_path(dir))
+                .and_then(|m| m.modified())
+                .ok()
+        })?;
+    Some(
+        SystemTime::now()
+            .duration_since(at)
+            .unwrap_or(Duration::ZERO)
+            .as_secs(),
+    )
+}
+
+fn slice_states(dir: &Path) -> Vec<SliceState> {
+    let markers = SliceDone::read_all(dir).unwrap_or_default();
+    let mut counts: Vec<u32> = markers.iter().map(|m| m.count).collect();
+    counts.dedup();
+    counts
+        .into_iter()
+        .map(|count| {
+            let of: Vec<&SliceDone> = markers.iter().filter(|m| m.count == count).collect();
+            let done: Vec<u32> = of.iter().map(|m| m.index).collect();
+            let mut commits: Vec<String> = of.iter().map(|m| m.commit.clone()).collect();
+            commits.sort();
+            commits.dedup();
+            SliceState {
+                count,
+                pending: (0..count).filter(|i| !done.contains(i)).collect(),
+                done,
+                commits,
+            }
+        })
+        .collect()
+}
+
+/// The lock files and their holders. The kernel's `/proc/locks` lists flock locks by inode, so
+/// whether a lock is held on this host is read without taking it (taking it, even shared, could
+/// make a starting fetch fail).
+fn lock_holders(dir: &Path) -> Vec<LockHolder> {
+    use std::os::unix::fs::MetadataExt;
+    let state_dir = dir.join(layout::STATE_DIR);
+    let Ok(entries) = std::fs::read_dir(&state_dir) else {
+        return Vec::new();
+    };
+    let proc_locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    let here = crate::host::hostname();
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name != "lock" && !name.starts_with("lock.slice-") {
+            continue;
+        }
+        let Ok(meta) = e.metadata() else { continue };
+        let content = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(content.trim()).unwrap_or_default();
+        let pid = v.get("pid").and_then(|p| p.as_u64()).map(|p| p as u32);
+        let host = v.get("host").and_then(|h| h.as_str()).map(String::from);
+        let held = locked_in_proc(&proc_locks, meta.dev(), meta.ino());
+        let state = if held {
+            "held"
+        } else if host.as_deref() == Some(here.as_str()) || host.is_none() {
+            match pid {
+                Some(pid) if std::path::Path::new(&format!("/proc/{pid}")).exists() => "alive",
+                Some(_) => "stale",
+                None => "free",
+            }
+        } else {
+            "unknown"
+        };
+        out.push(LockHolder {
+            file: format!("{}/{name}", layout::STATE_DIR),
+            pid,
+            host,
+            started_at: v
+                .get("started_at")
+                .and_then(|s| s.as_str())
+                .map(String::from),
+            state: state.to_string(),
+        });
+    }
+    out.sort_by(|a, b| a.file.cmp(&b.file));
+    out
+}
+
+/// True when `/proc/locks` lists a lock on the file with this device and inode. Lines look like
+/// `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF` (device as hex major:minor).
+fn locked_in_proc(proc_locks: &str, dev: u64, ino: u64) -> bool {
+    let major = libc::major(dev) as u64;
+    let minor = libc::minor(dev) as u64;
+    proc_locks.lines().any(|line| {
+        line.split_whitespace()
+            .filter(|f| f.matches(':').count() == 2)
+            .any(|f| {
+                let mut parts = f.split(':');
+                let maj = parts.next().and_then(|s| u64::from_str_radix(s, 16).ok());
+                let min = parts.next().and_then(|s| u64::from_str_radix(s, 16).ok());
+                let i = parts.next().and_then(|s| s.parse::<u64>().ok());
+                maj == Some(major) && min == Some(minor) && i == Some(ino)
+            })
+    })
+}
+
+fn verdict(
+    complete: bool,
+    lock: &[LockHolder],
+    age: Option<u64>,
+    missing: Option<u64>,
+    stray: &[String],
+) -> String {
+    let running = lock.iter().any(|l| l.state == "held" || l.state == "alive");
+    let mut s = if complete {
+        match missing {
+            Some(n) if n > 0 => format!(
+                "complete according to its manifest, but {n} file(s) are missing: run `ferry verify` and re-fetch"
+            ),
+            _ => "complete: the manifest is committed (run `ferry verify --full` to re-hash)".to_string(),
+        }
+    } else if running {
+        match age {
+            Some(a) if a > 120 => format!(
+                "a fetch holds the lock but has not reported progress for {a}s: it may be stuck (check its log, or kill it: `ferry fetch` resumes from the journal)"
+            ),
+            _ => "fetching: a fetch holds the lock and is making progress".to_string(),
+        }
+    } else {
+        match age {
+            Some(a) => format!(
+                "incomplete and no fetch is running here (last progress {a}s ago): re-run `ferry fetch` to resume"
+            ),
+            None => "incomplete: no manifest and no fetch has reported progress; run `ferry fetch`".to_string(),
+        }
+    };
+    if !stray.is_empty() {
+        s.push_str(&format!(
+            "; {} stray partial file(s) outside .ferry/ (delete them)",
+            stray.len()
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn proc_locks_line_matches_by_device_and_inode() {
+        let dev = libc::makedev(8, 1);
+        let text = "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF\n";
+        assert!(super::locked_in_proc(text, dev, 5678));
+        assert!(!super::locked_in_proc(text, dev, 5679));
+        assert!(!super::locked_in_proc(text, libc::makedev(8, 2), 5678));
+    }
+}

@@ -1,0 +1,509 @@
+//! The gate: shut until the model on the shared volume is complete and verified (and, if asked,
+//! warmed), then open.
+//!
+//! [`run`] is the whole sequence as one library call: poll for the completion manifest with
+//! exponential backoff (NFS and CephFS deliver no inotify events, so polling is the only
+//! portable way to notice another host's write), log what is still missing every so often,
+//! validate, warm, open. [`Gate`] is its shared state: the HTTP server reads it for `/readyz` and
+//! `/metrics` while `run` writes it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use backon::BackoffBuilder;
+use ferry_sharder::Manifest;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::warm::{self, WarmControl, WarmOptions, WarmReport};
+
+/// Where the gate is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// No completion manifest yet.
+    Waiting,
+    /// Manifest found; checking the files against it.
+    Verifying,
+    /// Verified; reading into the page cache.
+    Warming,
+    /// The engine may start.
+    Open,
+    /// The model failed validation (serve mode retries; init mode exits).
+    Failed,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [
+        Phase::Waiting,
+        Phase::Verifying,
+        Phase::Warming,
+        Phase::Open,
+        Phase::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Waiting => "waiting",
+            Phase::Verifying => "verifying",
+            Phase::Warming => "warming",
+            Phase::Open => "open",
+            Phase::Failed => "failed",
+        }
+    }
+}
+
+/// What to do when the manifest is there but the model fails validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBadModel {
+    /// Return the error: an init container exits and the pod shows why.
+    Fail,
+    /// Report it on `/readyz` and check again later: someone may re-fetch the model, and a
+    /// native sidecar that exits only gets restarted into the same wait.
+    Retry,
+}
+
+/// How often to look for the manifest.
+#[derive(Debug, Clone)]
+pub struct Poll {
+    /// First delay; doubles (with jitter) up to `max`.
+    pub min: Duration,
+    pub max: Duration,
+    /// How often to log what the gate still waits for.
+    pub log_every: Duration,
+}
+
+impl Default for Poll {
+    fn default() -> Self {
+        Poll {
+            min: Duration::from_millis(200),
+            max: Duration::from_secs(10),
+            log_every: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Which bytes to warm before opening.
+#[derive(Debug, Clone, Default)]
+pub struct WarmSpec {
+    /// A warm plan and this node's rank in it; `None` warms the whole model.
+    pub plan: Option<(PathBuf, u32)>,
+    pub options: WarmOptions,
+}
+
+#[derive(Debug, Clone)]
+pub struct GateConfig {
+    pub model_dir: PathBuf,
+    /// How long the gate may stay shut, counted from the start (waiting, and failing validation
+    /// in [`OnBadModel::Retry`]); `None` waits for ever.
+    pub timeout: Option<Duration>,
+    /// Re-hash every byte instead of the quick check (names, sizes, headers).
+    pub full: bool,
+    pub warm: Option<WarmSpec>,
+    pub poll: Poll,
+    pub on_bad_model: OnBadModel,
+}
+
+impl GateConfig {
+    pub fn new(model_dir: impl Into<PathBuf>) -> Self {
+        GateConfig {
+            model_dir: model_dir.into(),
+            timeout: None,
+            full: false,
+            warm: None,
+            poll: Poll::default(),
+            on_bad_model: OnBadModel::Fail,
+        }
+    }
+}
+
+/// A consistent copy of the gate's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub phase: Phase,
+    /// What the gate does or waits for, in words (the `/readyz` body).
+    pub detail: String,
+    /// Seconds from start until the manifest appeared (growing while it has not).
+    pub wait_seconds: f64,
+    pub model_files: u64,
+    pub model_bytes: u64,
+    pub repo: Option<String>,
+    pub revision: Option<String>,
+    pub commit: Option<String>,
+    pub verify_seconds: Option<f64>,
+    /// Bytes planned for warming, and read so far.
+    pub warm_target_bytes: u64,
+    pub warm_bytes: u64,
+    pub warm: Option<WarmReport>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    phase: Phase,
+    detail: String,
+    waited: Option<Duration>,
+    manifest: Option<Manifest>,
+    verify_seconds: Option<f64>,
+    warm_target_bytes: u64,
+    warm: Option<WarmReport>,
+}
+
+/// The gate's state, shared between [`run`] and whoever reports on it.
+#[derive(Debug)]
+pub struct Gate {
+    model_dir: PathBuf,
+    started: Instant,
+    inner: Mutex<Inner>,
+    /// Progress and cancellation of a running warm.
+    pub warm: WarmControl,
+}
+
+impl Gate {
+    pub fn new(model_dir: impl Into<PathBuf>) -> Self {
+        let model_dir = model_dir.into();
+        Gate {
+            inner: Mutex::new(Inner {
+                phase: Phase::Waiting,
+                detail: waiting_detail(&model_dir),
+                waited: None,
+                manifest: None,
+                verify_seconds: None,
+                warm_target_bytes: 0,
+                warm: None,
+            }),
+            model_dir,
+            started: Instant::now(),
+            warm: WarmControl::default(),
+        }
+    }
+
+    pub fn model_dir(&self) -> &Path {
+        &self.model_dir
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind: keep serving it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.lock().phase == Phase::Open
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let g = self.lock();
+        let m = g.manifest.as_ref();
+        Snapshot {
+            phase: g.phase,
+            detail: g.detail.clone(),
+            wait_seconds: g
+                .waited
+                .unwrap_or_else(|| self.started.elapsed())
+                .as_secs_f64(),
+            model_files: m.map_or(0, |m| m.files.len() as u64),
+            model_bytes: m.map_or(0, |m| m.total_bytes()),
+            repo: m.map(|m| m.repo.clone()),
+            revision: m.map(|m| m.revision.clone()),
+            commit: m.map(|m| m.commit.clone()),
+            verify_seconds: g.verify_seconds,
+            warm_target_bytes: g.warm_target_bytes,
+            warm_bytes: self.warm.bytes_done(),
+            warm: g.warm.clone(),
+        }
+    }
+
+    fn set(&self, phase: Phase, detail: impl Into<String>) {
+        let mut g = self.lock();
+        g.phase = phase;
+        g.detail = detail.into();
+    }
+}
+
+fn waiting_detail(dir: &Path) -> String {
+    format!(
+        "no completion manifest at {} yet (ferry fetch writes it once every file is verified)",
+        ferry_sharder::layout::manifest_path(dir).display()
+    )
+}
+
+/// Runs a blocking closure off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Task(e.to_string()))
+}
+
+/// Waits for the model, validates it, warms it if asked, and opens the gate. Returns once the
+/// gate is open; errors on timeout, on a bad model (with [`OnBadModel::Fail`]), and on a warm plan
+/// that does not fit.
+pub async fn run(cfg: GateConfig, gate: Arc<Gate>) -> Result<()> {
+    let dir = cfg.model_dir.clone();
+    let manifest = loop {
+        let m = wait_for_manifest(&cfg, &gate).await?;
+        gate.set(
+            Phase::Verifying,
+            format!(
+                "verifying {} files ({:.2} GB){}",
+                m.files.len(),
+                m.total_bytes() as f64 / 1e9,
+                if cfg.full {
+                    ", re-hashing every byte"
+                } else {
+                    ""
+                }
+            ),
+        );
+        tracing::info!(
+            "manifest found: {} {} ({} files, {:.2} GB); verifying{}",
+            m.repo,
+            m.commit,
+            m.files.len(),
+            m.total_bytes() as f64 / 1e9,
+            if cfg.full {
+                " every byte"
+            } else {
+                " names, sizes and headers"
+            }
+        );
+        let started = Instant::now();
+        let (d, mc, full) = (dir.clone(), m.clone(), cfg.full);
+        let verdict = blocking(move || check(&d, &mc, full)).await?;
+        let secs = started.elapsed().as_secs_f64();
+        gate.lock().verify_seconds = Some(secs);
+        match verdict {
+            Ok(()) => {
+                tracing::info!("model verified in {secs:.2} s");
+                break m;
+            }
+            Err(source) => {
+                let err = Error::BadModel {
+                    dir: dir.clone(),
+                    cause: source,
+                };
+                gate.set(Phase::Failed, err.to_string());
+                if cfg.on_bad_model == OnBadModel::Fail {
+                    return Err(err);
+                }
+                if cfg.timeout.is_some_and(|t| gate.started.elapsed() >= t) {
+                    return Err(Error::Timeout {
+                        dir: dir.clone(),
+                        waited: gate.started.elapsed(),
+                        waiting_for: format!("the model still fails validation: {err}"),
+                    });
+                }
+                tracing::error!("{err}\n  checking again in {:?}", cfg.poll.max);
+                tokio::time::sleep(cfg.poll.max).await;
+                gate.lock().waited = None;
+            }
+        }
+    };
+
+    if let Some(spec) = &cfg.warm {
+        let targets = match &spec.plan {
+            Some((plan, rank)) => {
+                let (d, p, r) = (dir.clone(), plan.clone(), *rank);
+                blocking(move || warm::plan_targets(&d, &p, r)).await??
+            }
+            None => manifest
+                .files
+                .iter()
+                .map(|f| warm::WarmTarget {
+                    path: dir.join(&f.path),
+                    offset: 0,
+                    len: f.size,
+                })
+                .collect(),
+        };
+        let total: u64 = targets.iter().map(|t| t.len).sum();
+        gate.lock().warm_target_bytes = total;
+        gate.set(
+            Phase::Warming,
+            format!(
+                "warming {:.2} GB of {} file ranges into the page cache",
+                total as f64 / 1e9,
+                targets.len()
+            ),
+        );
+        tracing::info!(
+            "warming {:.2} GB ({} ranges, {} readers)",
+            total as f64 / 1e9,
+            targets.len(),
+            spec.options.jobs
+        );
+        let (g, opts) = (gate.clone(), spec.options.clone());
+        match blocking(move || warm::warm(&targets, &opts, &g.warm)).await? {
+            Ok(r) => {
+                tracing::info!(
+                    "warmed {:.2} GB in {:.1} s ({:.2} GB/s); resident {:.1} % before, {:.1} % after",
+                    r.bytes as f64 / 1e9,
+                    r.seconds,
+                    r.bytes_per_second / 1e9,
+                    r.before.ratio() * 100.0,
+                    r.after.ratio() * 100.0
+                );
+                gate.lock().warm = Some(r);
+            }
+            Err(e @ Error::Interrupted { .. }) => return Err(e),
+            // Warming only saves load time: the engine can still read the files from storage, so
+            // a failed warm is reported but never keeps the gate shut.
+            Err(e) => tracing::warn!("warming failed, opening the gate cold: {e}"),
+        }
+    }
+
+    gate.set(
+        Phase::Open,
+        format!(
+            "open: {} at {} ({} files, {:.2} GB) in {}",
+            manifest.repo,
+            manifest.commit,
+            manifest.files.len(),
+            manifest.total_bytes() as f64 / 1e9,
+            dir.display()
+        ),
+    );
+    tracing::info!(
+        "gate open after {:.1} s",
+        gate.started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The quick check, or the full re-hash with `full`.
+fn check(dir: &Path, m: &Manifest, full: bool) -> ferry_sharder::Result<()> {
+    if full {
+        let opts = ferry_sharder::verify::Options {
+            full: true,
+            jobs: 0,
+        };
+        ferry_sharder::verify::verify(dir, m, &opts)?
+            .into_result(dir)
+            .map(|_| ())
+    } else {
+        ferry_sharder::verify::quick_check(dir, m)
+    }
+}
+
+/// Polls until the manifest is there; errors when `cfg.timeout` (counted from the gate's start)
+/// runs out, or when the manifest cannot be read and `cfg.on_bad_model` says fail.
+async fn wait_for_manifest(cfg: &GateConfig, gate: &Gate) -> Result<Manifest> {
+    let dir = cfg.model_dir.clone();
+    let started = gate.started;
+    let mut delays = backon::ExponentialBuilder::default()
+        .with_min_delay(cfg.poll.min)
+        .with_max_delay(cfg.poll.max)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build();
+    let mut last_log: Option<Instant> = None;
+    loop {
+        let d = dir.clone();
+        match blocking(move || Manifest::read(&d)).await? {
+            Ok(Some(m)) => {
+                let mut g = gate.lock();
+                g.waited = Some(gate.started.elapsed());
+                g.manifest = Some(m.clone());
+                return Ok(m);
+            }
+            Ok(None) => {
+                // Back to waiting, also after a failed check whose manifest was then removed.
+                if gate.lock().phase != Phase::Waiting {
+                    gate.set(Phase::Waiting, waiting_detail(&dir));
+                }
+            }
+            // The manifest is written atomically, so an unreadable one is not a write in
+            // progress: it is broken until someone rewrites it.
+            Err(source) => {
+                let err = Error::BadModel {
+                    dir: dir.clone(),
+                    cause: source,
+                };
+                if cfg.on_bad_model == OnBadModel::Fail {
+                    return Err(err);
+                }
+                gate.set(Phase::Failed, err.to_string());
+                if last_log.is_none_or(|t| t.elapsed() >= cfg.poll.log_every) {
+                    tracing::error!("{err}");
+                    last_log = Some(Instant::now());
+                }
+            }
+        }
+        if let Some(limit) = cfg.timeout {
+            if started.elapsed() >= limit {
+                let d = dir.clone();
+                let waiting_for = blocking(move || describe_missing(&d)).await?;
+                return Err(Error::Timeout {
+                    dir,
+                    waited: started.elapsed(),
+                    waiting_for,
+                });
+            }
+        }
+        if last_log.is_none_or(|t| t.elapsed() >= cfg.poll.log_every) {
+            let d = dir.clone();
+            let what = blocking(move || describe_missing(&d)).await?;
+            // Unless a broken manifest is being reported, /readyz tells the same story.
+            if gate.lock().phase == Phase::Waiting {
+                gate.set(Phase::Waiting, what.clone());
+            }
+            tracing::info!(
+                "waited {:.0} s for a complete model in {}: {what}",
+                started.elapsed().as_secs_f64(),
+                dir.display()
+            );
+            last_log = Some(Instant::now());
+        }
+        // Jitter spreads the many sidecars of a group over time; the cap keeps its promise.
+        let mut delay = delays.next().unwrap_or(cfg.poll.max).min(cfg.poll.max);
+        if let Some(limit) = cfg.timeout {
+            // Never sleep past the deadline: a timeout should fire on time.
+            delay = delay.min(limit.saturating_sub(started.elapsed()));
+        }
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// What a directory without a manifest still lacks, in words, from what is on disk.
+pub fn describe_missing(dir: &Path) -> String {
+    let manifest = ferry_sharder::layout::manifest_path(dir);
+    if !dir.exists() {
+        return format!(
+            "{} does not exist (is the volume mounted, and does the fetch job write to it?); \
+             the gate opens once {} is there",
+            dir.display(),
+            manifest.display()
+        );
+    }
+    let (mut files, mut bytes) = (0u64, 0u64);
+    if let Ok(targets) = warm::model_targets(dir) {
+        for t in targets {
+            files += 1;
+            bytes += t.len;
+        }
+    }
+    let partial = ferry_sharder::layout::partial_dir(dir);
+    let partials = std::fs::read_dir(&partial).map(|d| d.count()).unwrap_or(0);
+    let mut s = format!(
+        "no completion manifest ({}) yet; {files} model files ({:.2} GB) present",
+        manifest.display(),
+        bytes as f64 / 1e9
+    );
+    if partials > 0 {
+        s.push_str(&format!(
+            ", {partials} downloads in progress in {}",
+            partial.display()
+        ));
+    } else if files == 0 {
+        s.push_str(": no fetch has started writing here");
+    }
+    s
+}
+
+/// `NODE_RANK`, else `LWS_WORKER_INDEX` (LeaderWorkerSet sets it on every pod of a group: 0 for
+/// the leader, 1.. for the workers), as a number.
+pub fn node_rank_from_env() -> Option<u32> {
+    ["NODE_RANK", "LWS_WORKER_INDEX"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok()?.trim().parse().ok())
+}

@@ -1,0 +1,180 @@
+//! `/metrics`: the gate's state in the OpenMetrics text format, which Prometheus scrapes
+//! natively, encoded by the `prometheus-client` crate.
+//!
+//! Every series is a gauge refreshed from a [`Snapshot`] at scrape time, so the gate never has to
+//! know about metrics and a scrape always sees one consistent state.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::gate::{Phase, Snapshot};
+
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type FGauge = Gauge<f64, AtomicU64>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    repo: String,
+    revision: String,
+    commit: String,
+}
+
+/// The sidecar's series.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    gate_open: Gauge,
+    state: Family<StateLabels, Gauge>,
+    wait_seconds: FGauge,
+    model_files: Gauge,
+    model_bytes: Gauge,
+    model_info: Family<ModelLabels, Gauge>,
+    verify_seconds: FGauge,
+    warm_target_bytes: Gauge,
+    warm_bytes: Gauge,
+    warm_seconds: FGauge,
+    warm_bytes_per_second: FGauge,
+    residency_ratio: FGauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut m = Metrics {
+            registry: Registry::default(),
+            gate_open: Gauge::default(),
+            state: Family::default(),
+            wait_seconds: FGauge::default(),
+            model_files: Gauge::default(),
+            model_bytes: Gauge::default(),
+            model_info: Family::default(),
+            verify_seconds: FGauge::default(),
+            warm_target_bytes: Gauge::default(),
+            warm_bytes: Gauge::default(),
+            warm_seconds: FGauge::default(),
+            warm_bytes_per_second: FGauge::default(),
+            residency_ratio: FGauge::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "ferry_gate_open",
+            "1 once the model is complete, verified (and warmed, if asked): the engine may start",
+            m.gate_open.clone(),
+        );
+        r.register(
+            "ferry_state",
+            "The gate's phase: 1 for the current one (waiting, verifying, warming, open, failed)",
+            m.state.clone(),
+        );
+        r.register_with_unit(
+            "ferry_wait",
+            "Time from sidecar start until the completion manifest appeared (growing while absent)",
+            Unit::Seconds,
+            m.wait_seconds.clone(),
+        );
+        r.register(
+            "ferry_model_files",
+            "Files the completion manifest lists",
+            m.model_files.clone(),
+        );
+        r.register_with_unit(
+            "ferry_model",
+            "Bytes the completion manifest lists",
+            Unit::Bytes,
+            m.model_bytes.clone(),
+        );
+        r.register(
+            "ferry_model_info",
+            "The model being served: 1 with its repo, revision and commit as labels",
+            m.model_info.clone(),
+        );
+        r.register_with_unit(
+            "ferry_verify",
+            "How long validating the model took",
+            Unit::Seconds,
+            m.verify_seconds.clone(),
+        );
+        r.register_with_unit(
+            "ferry_warm_target",
+            "Bytes this node is to warm (its plan's ranges, or the whole model)",
+            Unit::Bytes,
+            m.warm_target_bytes.clone(),
+        );
+        r.register_with_unit(
+            "ferry_warm",
+            "Bytes read into the page cache so far",
+            Unit::Bytes,
+            m.warm_bytes.clone(),
+        );
+        r.register_with_unit(
+            "ferry_warm_duration",
+            "How long warming took",
+            Unit::Seconds,
+            m.warm_seconds.clone(),
+        );
+        r.register(
+            "ferry_warm_bytes_per_second",
+            "Warm throughput",
+            m.warm_bytes_per_second.clone(),
+        );
+        r.register(
+            "ferry_residency_ratio",
+            "Share of the bytes to warm that mincore found in the page cache after warming (0 until then)",
+            m.residency_ratio.clone(),
+        );
+        m
+    }
+
+    /// Sets every series from `s` and encodes them.
+    pub fn render(&self, s: &Snapshot) -> String {
+        self.gate_open.set(i64::from(s.phase == Phase::Open));
+        for p in Phase::ALL {
+            self.state
+                .get_or_create(&StateLabels { state: p.as_str() })
+                .set(i64::from(p == s.phase));
+        }
+        self.wait_seconds.set(s.wait_seconds);
+        self.model_files.set(s.model_files as i64);
+        self.model_bytes.set(s.model_bytes as i64);
+        self.model_info.clear();
+        if let (Some(repo), Some(revision), Some(commit)) = (&s.repo, &s.revision, &s.commit) {
+            self.model_info
+                .get_or_create(&ModelLabels {
+                    repo: repo.clone(),
+                    revision: revision.clone(),
+                    commit: commit.clone(),
+                })
+                .set(1);
+        }
+        self.verify_seconds.set(s.verify_seconds.unwrap_or(0.0));
+        self.warm_target_bytes.set(s.warm_target_bytes as i64);
+        self.warm_bytes.set(s.warm_bytes as i64);
+        let (secs, bps, ratio) = match &s.warm {
+            Some(w) => (w.seconds, w.bytes_per_second, w.after.ratio()),
+            None => (0.0, 0.0, 0.0),
+        };
+        self.warm_seconds.set(secs);
+        self.warm_bytes_per_second.set(bps);
+        self.residency_ratio.set(ratio);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

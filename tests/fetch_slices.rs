@@ -1,0 +1,111 @@
+//! An Indexed Job simulated on one machine: N `ferry fetch --slice I/N` processes share one
+//! directory, some are killed mid-way and restarted, and exactly one verified manifest results.
+
+mod support;
+
+use std::process::Child;
+use std::time::Duration;
+
+use hubsim::generate::Layout;
+use serde_json::json;
+use support::*;
+
+const MIB: u64 = 1 << 20;
+
+fn spawn_slice(hub: &Hub, dir: &std::path::Path, i: u32, n: u32) -> Child {
+    hub.ferry()
+        .args([
+            "fetch",
+            REPO,
+            "--quiet",
+            "--chunk-size",
+            "1MiB",
+            "--connections",
+            "3",
+        ])
+        .args(["--slice", &format!("{i}/{n}"), "--to"])
+        .arg(dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn indexed_job_slices_with_kills_end_in_one_manifest() {
+    // Four 80 MiB shards: big enough that slices split them by byte range.
+    let hub = Hub::with_config(
+        |root| {
+            generate(root, REPO, 4, 320 * MIB, Layout::R1);
+        },
+        |cfg| cfg.lfs_threshold = 64 * 1024,
+    );
+    let src = hub.repo_dir(REPO);
+    for n in [1u32, 4, 8] {
+        hub.faults_json(json!({"bandwidth_total_bps": 128 * MIB}));
+        hub.handle.reset_stats();
+        let dir = tempfile::tempdir().unwrap();
+        let mut children: Vec<(u32, Child)> = (0..n)
+            .map(|i| (i, spawn_slice(&hub, dir.path(), i, n)))
+            .collect();
+        std::thread::sleep(Duration::from_millis(700));
+        // Kill the first and the last pod mid-way, as a node failure would.
+        let mut killed = Vec::new();
+        for (i, c) in children.iter_mut() {
+            if *i == 0 || *i == n - 1 {
+                let _ = c.kill();
+                killed.push(*i);
+            }
+        }
+        let mut restarted = Vec::new();
+        for (i, c) in children {
+            let out = c.wait_with_output().unwrap();
+            if killed.contains(&i) && !out.status.success() {
+                restarted.push(i);
+            } else {
+                assert!(out.status.success(), "slice {i}/{n}: {}", text(&out));
+            }
+        }
+        assert!(
+            !dir.path().join(".ferry/manifest.json").exists() || restarted.is_empty(),
+            "manifest committed while slices {restarted:?} were unfinished"
+        );
+        hub.faults_json(json!({}));
+        let again: Vec<Child> = restarted
+            .iter()
+            .map(|i| spawn_slice(&hub, dir.path(), *i, n))
+            .collect();
+        for c in again {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "restarted slice: {}", text(&out));
+        }
+        assert_same_files(&src, dir.path());
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join(".ferry/manifest.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            manifest["files"].as_array().unwrap().len(),
+            model_files(&src).len()
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(".ferry/partial"))
+                .unwrap()
+                .count(),
+            0,
+            "partial files left behind"
+        );
+        let sent = hub.stats().bytes_sent;
+        let total: u64 = model_files(&src)
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum();
+        eprintln!(
+            "N={n}: killed {killed:?}, restarted {restarted:?}, hubsim sent {sent} of {total}"
+        );
+        // Kills lose at most the ranges in flight (3 connections x 1 MiB per killed pod).
+        assert!(
+            sent <= total + killed.len() as u64 * 3 * MIB,
+            "N={n}: sent {sent}"
+        );
+    }
+}

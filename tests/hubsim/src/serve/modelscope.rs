@@ -1,0 +1,299 @@
+//! The ModelScope API (`/api/v1/...`): file listing, file download (ranges, X-Linked-ETag),
+//! revisions, repo info and the region probe. Errors use real HTTP statuses with the ModelScope
+//! envelope (hub-protocols.md §2.5), never 200 + `Success:false`, which the client would take as
+//! an empty repo.
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderMap, HeaderName, StatusCode};
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use super::access::{self, Denied};
+use super::download::{self, Download};
+use super::faults::Target;
+use super::reply::{self, set};
+use super::repo::{LookupError, Repo, Snapshot};
+use super::{cdn, hf, AppState, Req};
+
+/// Fixed commit time (2024-05-01T12:00:00Z), older than any client release, so tag selection
+/// rules never prefer a tag by date.
+const COMMIT_TIME: u64 = 1_714_564_800;
+
+fn envelope(data: Value) -> Response {
+    reply::json(
+        StatusCode::OK,
+        &json!({
+            "Code": 200,
+            "Data": data,
+            "Message": "success",
+            "RequestId": request_id(),
+            "Success": true,
+        }),
+    )
+}
+
+fn request_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    let code: u64 = if status == StatusCode::NOT_FOUND {
+        10_010_205_001
+    } else {
+        u64::from(status.as_u16())
+    };
+    reply::json(
+        status,
+        &json!({
+            "Code": code,
+            "Message": message,
+            "RequestId": request_id(),
+            "Success": false,
+        }),
+    )
+}
+
+fn lookup_error(e: LookupError, ns: &str, name: &str) -> Response {
+    match e {
+        LookupError::RepoNotFound => error(
+            StatusCode::NOT_FOUND,
+            &format!("model {ns}/{name} not found"),
+        ),
+        LookupError::RevisionNotFound(rev) => error(
+            StatusCode::NOT_FOUND,
+            &format!("revision {rev} of model {ns}/{name} not found"),
+        ),
+        other => error(StatusCode::INTERNAL_SERVER_ERROR, &other.to_string()),
+    }
+}
+
+fn denied(d: Denied, repo: &Repo) -> Response {
+    match d {
+        Denied::InvalidToken => error(StatusCode::UNAUTHORIZED, "Invalid access token"),
+        Denied::Private { no_token: true } | Denied::Gated { no_token: true } => {
+            error(StatusCode::UNAUTHORIZED, "user not logged in")
+        }
+        // A private repo is hidden from a token without access, as on the real hub.
+        Denied::Private { no_token: false } => error(
+            StatusCode::NOT_FOUND,
+            &format!("model {} not found", repo.id),
+        ),
+        Denied::Gated { no_token: false } => error(
+            StatusCode::FORBIDDEN,
+            &format!("no permission to access model {}", repo.id),
+        ),
+    }
+}
+
+struct Query {
+    revision: String,
+    recursive: bool,
+    root: String,
+    file_path: Option<String>,
+}
+
+fn query(req: &Req) -> Query {
+    let mut q = Query {
+        revision: "master".into(),
+        recursive: false,
+        root: String::new(),
+        file_path: None,
+    };
+    for (k, v) in req.query_pairs() {
+        match k.as_str() {
+            "Revision" | "revision" if !v.is_empty() => q.revision = v,
+            "Recursive" | "recursive" => q.recursive = matches!(v.as_str(), "True" | "true" | "1"),
+            "Root" | "root" => q.root = v.trim_matches('/').to_string(),
+            "FilePath" | "filePath" => q.file_path = Some(v),
+            _ => {}
+        }
+    }
+    q
+}
+
+async fn open(
+    app: &AppState,
+    req: &Req,
+    ns: &str,
+    name: &str,
+    rev: &str,
+    file: bool,
+) -> Result<(Repo, Arc<Snapshot>), Response> {
+    let repo = app
+        .store
+        .repo(ns, name)
+        .map_err(|e| lookup_error(e, ns, name))?;
+    access::check(&repo.config, &app.tokens, req.token.as_deref(), file)
+        .map_err(|d| denied(d, &repo))?;
+    let snap = app
+        .store
+        .resolve(&repo, rev)
+        .await
+        .map_err(|e| lookup_error(e, ns, name))?;
+    Ok((repo, snap))
+}
+
+/// `GET /api/v1/models/{ns}/{name}/repo/files?Revision=&Recursive=&Root=`.
+pub async fn files(app: &AppState, req: &Req, ns: &str, name: &str) -> Response {
+    let q = query(req);
+    let (_, snap) = match open(app, req, ns, name, &q.revision, false).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    if !q.root.is_empty() && !snap.dirs.iter().any(|(d, _)| *d == q.root) {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("path {} not found in model {ns}/{name}", q.root),
+        );
+    }
+    let wanted = |p: &str| -> bool {
+        let rest = if q.root.is_empty() {
+            Some(p)
+        } else {
+            p.strip_prefix(q.root.as_str())
+                .and_then(|r| r.strip_prefix('/'))
+        };
+        rest.is_some_and(|r| q.recursive || !r.contains('/'))
+    };
+    let common = |path: &str| {
+        json!({
+            "Name": path.rsplit('/').next().unwrap_or(path),
+            "Path": path,
+            "Revision": snap.commit,
+            "CommitId": snap.commit,
+            "CommitMessage": "hubsim snapshot",
+            "CommitterName": "hubsim",
+            "CommittedDate": COMMIT_TIME,
+            "InCheck": false,
+        })
+    };
+    let mut entries: Vec<(String, Value)> = Vec::new();
+    for (d, _) in &snap.dirs {
+        if wanted(d) {
+            let mut e = common(d);
+            e["Type"] = json!("tree");
+            e["Size"] = json!(0);
+            e["Sha256"] = json!("");
+            e["IsLFS"] = json!(false);
+            e["Mode"] = json!("40000");
+            entries.push((d.clone(), e));
+        }
+    }
+    for f in &snap.files {
+        if wanted(&f.path) {
+            let mut e = common(&f.path);
+            e["Type"] = json!("blob");
+            e["Size"] = json!(f.size);
+            e["Sha256"] = json!(f.hashes.sha256);
+            e["IsLFS"] = json!(f.lfs);
+            e["Mode"] = json!("33188");
+            entries.push((f.path.clone(), e));
+        }
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let files: Vec<Value> = entries.into_iter().map(|(_, v)| v).collect();
+    envelope(json!({
+        "Files": files,
+        "IsVisual": 0,
+        "LatestCommitter": {"CommitterName": "hubsim"},
+    }))
+}
+
+/// `GET|HEAD /api/v1/models/{ns}/{name}/repo?Revision=&FilePath=`.
+pub async fn file(app: &Arc<AppState>, req: &Req, ns: &str, name: &str) -> Response {
+    let q = query(req);
+    let Some(path) = q.file_path.as_deref().map(|p| p.trim_start_matches('/')) else {
+        return error(StatusCode::BAD_REQUEST, "FilePath is required");
+    };
+    let (repo, snap) = match open(app, req, ns, name, &q.revision, true).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let Some(entry) = snap.file(path) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("file {path} not found in model {ns}/{name}"),
+        );
+    };
+    let mut meta = HeaderMap::new();
+    let etag = format!("\"{}\"", entry.hashes.sha256);
+    set(&mut meta, HeaderName::from_static("x-linked-etag"), &etag);
+    set(&mut meta, header::ETAG, &etag);
+    set(
+        &mut meta,
+        HeaderName::from_static("x-repo-commit"),
+        &snap.commit,
+    );
+    let file_name = entry.path.rsplit('/').next().unwrap_or(&entry.path);
+    set(
+        &mut meta,
+        header::CONTENT_DISPOSITION,
+        &format!("attachment; filename=\"{file_name}\""),
+    );
+    let target = Target {
+        text: &req.decoded,
+        file: true,
+    };
+    if app.faults.redirect(&target) {
+        app.stats.fault("redirect");
+        let cdn_path = hf::cdn_path(&repo.id, &snap.commit, &entry.path);
+        let origin = cdn::other_origin(req.host_header(), app.port);
+        let location = app.cdn.url(&origin, &cdn_path, app.faults.cdn_expiry());
+        return hf::redirect(meta, &location);
+    }
+    download::respond(
+        app,
+        Download {
+            entry,
+            head: req.is_head(),
+            meta,
+            range: req.range(),
+            stats_key: ms_stats_key(req, path),
+            fault_text: req.decoded.clone(),
+        },
+    )
+    .await
+}
+
+/// ModelScope file downloads all share one URL path; the stats key adds the file.
+pub fn ms_stats_key(req: &Req, path: &str) -> String {
+    format!("{}?FilePath={path}", req.raw_path)
+}
+
+/// `GET /api/v1/models/{ns}/{name}/revisions`: every ref as a branch, no tags, so clients that
+/// pick "the newest tag" stay on master.
+pub async fn revisions(app: &AppState, req: &Req, ns: &str, name: &str) -> Response {
+    let (repo, _) = match open(app, req, ns, name, "master", false).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let mut branches = Vec::new();
+    for r in app.store.ref_names(&repo) {
+        let Ok(snap) = app.store.resolve(&repo, &r).await else {
+            continue;
+        };
+        let name = if r == "main" { "master".to_string() } else { r };
+        branches.push(json!({"Revision": name, "CommitId": snap.commit, "CreatedAt": COMMIT_TIME}));
+    }
+    envelope(json!({"RevisionMap": {"Branches": branches, "Tags": []}}))
+}
+
+/// `GET /api/v1/models/{ns}/{name}`.
+pub async fn info(app: &AppState, req: &Req, ns: &str, name: &str) -> Response {
+    let (repo, snap) = match open(app, req, ns, name, "master", false).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    envelope(json!({
+        "Id": repo.id,
+        "Name": name,
+        "Path": ns,
+        "ChineseName": name,
+        "Visibility": if repo.config.private { 1 } else { 5 },
+        "Revision": snap.commit,
+        "Tags": [],
+        "CreatedTime": COMMIT_TIME,
+        "LastUpdatedTime": COMMIT_TIME,
+    }))
+}

@@ -1,0 +1,245 @@
+"""Validates every manifest ferry ships and every `ferry deploy render` against real schemas.
+
+For each kustomize overlay under deploy/overlays and each render:
+- `kubectl kustomize` builds it;
+- core objects validate against the Kubernetes OpenAPI schemas (kubernetes-validate, strict: unknown
+  fields are errors), offline: the schemas ship inside the package;
+- LeaderWorkerSet objects validate against the CRD's openAPIV3Schema (deploy/schemas, a copy of
+  the LWS v0.10.0 CRD), made strict the way the API server's field validation is, and their pod
+  templates against the core PodTemplateSpec schema;
+- `ferry lint` finds nothing.
+
+The binary comes from FERRY_BIN (default: target/debug/ferry, built by scripts/test).
+"""
+
+import copy
+import json
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate import utils as kv_utils
+from referencing import Registry, Resource
+
+REPO = Path(__file__).resolve().parents[2]
+OVERLAYS = REPO / "deploy" / "overlays"
+CRD = REPO / "deploy" / "schemas" / "leaderworkerset-crd.yaml"
+FERRY = Path(os.environ.get("FERRY_BIN", REPO / "target" / "debug" / "ferry"))
+# Native sidecars (restartPolicy: Always init containers) are on by default from 1.29 and GA in
+# 1.33; validate against 1.33, the oldest release where everything these manifests use is GA.
+K8S_VERSION = "1.33.0"
+TIMEOUT = 60
+
+RENDERS = {
+    "sglang-2x8": ["--engine", "sglang", "--model", "deepseek-ai/DeepSeek-R1", "--nodes", "2", "--gpus-per-node", "8"],
+    "sglang-4x4": ["--engine", "sglang", "--model", "deepseek-ai/DeepSeek-R1", "--nodes", "4", "--gpus-per-node", "4",
+                   "--namespace", "llm", "--prewarm"],
+    "vllm-2x8": ["--engine", "vllm", "--model", "deepseek-ai/DeepSeek-R1", "--nodes", "2", "--gpus-per-node", "8",
+                 "--pvc", "weights", "--storage-class", "nfs-rwx"],
+    "distill-1x2": ["--engine", "sglang", "--model", "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", "--nodes", "1",
+                    "--gpus-per-node", "2", "--source", "modelscope", "--slices", "4"],
+    "vllm-1x8": ["--engine", "vllm", "--model", "deepseek-ai/DeepSeek-R1", "--gpus-per-node", "8"],
+}
+
+needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+
+
+def kustomize(directory):
+    out = subprocess.run(["kubectl", "kustomize", str(directory)], capture_output=True, text=True, timeout=TIMEOUT)
+    assert out.returncode == 0, f"kubectl kustomize {directory} failed:\n{out.stderr}"
+    return out.stdout
+
+
+def documents(text):
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def strict(schema):
+    """The CRD schema with unknown fields refused, as `kubectl apply` (strict field validation)
+    does: every object schema that lists properties gets additionalProperties: false."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node):
+        if isinstance(node, dict):
+            if (
+                "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
+                node["additionalProperties"] = False
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    return schema
+
+
+def lws_validator():
+    crd = next(d for d in documents(CRD.read_text()) if d.get("kind") == "CustomResourceDefinition")
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+    return jsonschema.Draft7Validator(strict(version["schema"]["openAPIV3Schema"]))
+
+
+def pod_template_validator():
+    """The core PodTemplateSpec schema kubernetes-validate ships, strict flavour."""
+    base = f"kubernetes-json-schema/v{K8S_VERSION}-local-strict"
+    schema = kv_utils.schema_contents(f"{base}/podtemplatespec-v1.json", K8S_VERSION)
+    definitions = kv_utils.schema_contents(f"{base}/_definitions.json", K8S_VERSION)
+    registry = Resource.from_contents(schema) @ Registry()
+    registry = Resource.from_contents(definitions) @ registry
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+
+
+LWS = lws_validator()
+POD_TEMPLATE = pod_template_validator()
+
+
+def lws_pod_templates(obj):
+    lwt = obj["spec"]["leaderWorkerTemplate"]
+    for role in ("leaderTemplate", "workerTemplate"):
+        if role in lwt:
+            yield role, lwt[role]
+
+
+def schema_errors(obj):
+    """Every schema violation of one object, as readable strings."""
+    name = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+    if obj.get("apiVersion") == "leaderworkerset.x-k8s.io/v1":
+        errors = [f"{name}: {'.'.join(map(str, e.path))}: {e.message}" for e in LWS.iter_errors(obj)]
+        for role, template in lws_pod_templates(obj):
+            errors += [
+                f"{name}: {role}.{'.'.join(map(str, e.path))}: {e.message}" for e in POD_TEMPLATE.iter_errors(template)
+            ]
+        return errors
+    try:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        return [f"{name}: {'.'.join(map(str, e.path))}: {e.message}"]
+    return []
+
+
+def ferry_lint(text):
+    assert FERRY.is_file(), f"{FERRY} is missing: build it (cargo build) or set FERRY_BIN"
+    out = subprocess.run([str(FERRY), "lint", "--json", "-"], input=text, capture_output=True, text=True,
+                         timeout=TIMEOUT)
+    report = json.loads(out.stdout)
+    return out.returncode, report
+
+
+def check_set(text):
+    objs = documents(text)
+    assert objs, "the build produced no objects"
+    errors = [e for o in objs for e in schema_errors(o)]
+    assert not errors, "schema violations:\n" + "\n".join(errors)
+    rc, report = ferry_lint(text)
+    findings = "\n".join(f"{f['rule']} {f['object']} {f['field']}: {f['message']}" for f in report["findings"])
+    assert rc == 0 and report["errors"] == 0, f"ferry lint found errors:\n{findings}"
+    assert report["warnings"] == 0, f"ferry lint found warnings:\n{findings}"
+    assert report["objects"] == len(objs)
+    return objs
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection or resolve a name fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+OVERLAY_NAMES = sorted(p.name for p in OVERLAYS.iterdir() if (p / "kustomization.yaml").is_file())
+
+
+def test_every_overlay_is_covered():
+    assert {"sglang-2x8", "sglang-4x4", "vllm-2x8", "distill", "openwebui", "prewarm"} <= set(OVERLAY_NAMES)
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAY_NAMES)
+def test_overlay_builds_validates_and_lints_clean(overlay, no_network):
+    objs = check_set(kustomize(OVERLAYS / overlay))
+    kinds = {o["kind"] for o in objs}
+    if overlay.startswith(("sglang", "vllm")):
+        assert {"LeaderWorkerSet", "Job", "PersistentVolumeClaim", "Service", "StorageClass"} <= kinds
+    # Everything namespaced lands in one namespace.
+    namespaces = {o["metadata"].get("namespace") for o in objs if o["kind"] not in ("Namespace", "StorageClass")}
+    assert namespaces == {"llm"}, namespaces
+
+
+@needs_kubectl
+def test_sglang_4x4_is_a_group_of_four_with_four_gpus_each():
+    lws = next(o for o in documents(kustomize(OVERLAYS / "sglang-4x4")) if o["kind"] == "LeaderWorkerSet")
+    lwt = lws["spec"]["leaderWorkerTemplate"]
+    assert lwt["size"] == 4
+    for _, template in lws_pod_templates(lws):
+        engine = template["spec"]["containers"][0]
+        assert engine["resources"]["limits"]["nvidia.com/gpu"] == "4"
+        assert engine["args"][engine["args"].index("--tp") + 1] == "16"
+
+
+@needs_kubectl
+@pytest.mark.parametrize("name", sorted(RENDERS))
+def test_render_builds_validates_and_lints_clean(name, tmp_path, no_network):
+    assert FERRY.is_file(), f"{FERRY} is missing: build it (cargo build) or set FERRY_BIN"
+    out = subprocess.run([str(FERRY), "deploy", "render", *RENDERS[name], "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=TIMEOUT)
+    assert out.returncode == 0, out.stderr
+    objs = check_set(kustomize(tmp_path))
+    # The printed render is the same set of objects as the written one.
+    printed = subprocess.run([str(FERRY), "deploy", "render", *RENDERS[name]], capture_output=True, text=True,
+                             timeout=TIMEOUT)
+    assert printed.returncode == 0, printed.stderr
+    key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
+    assert sorted(map(key, documents(printed.stdout))) == sorted(map(key, objs))
+
+
+# The validators must be able to fail, or the tests above prove nothing.
+
+def test_lws_schema_rejects_unknown_and_mistyped_fields():
+    lws = next(o for o in documents((REPO / "deploy/base/sglang/lws.yaml").read_text()))
+    assert schema_errors(lws) == []
+    bad = copy.deepcopy(lws)
+    bad["spec"]["leaderWorkerTemplate"]["sise"] = 2
+    assert any("sise" in e for e in schema_errors(bad))
+    bad = copy.deepcopy(lws)
+    bad["spec"]["leaderWorkerTemplate"]["restartPolicy"] = "Sometimes"
+    assert schema_errors(bad)
+
+
+def test_pod_template_schema_rejects_a_bad_container():
+    lws = next(o for o in documents((REPO / "deploy/base/sglang/lws.yaml").read_text()))
+    template = copy.deepcopy(lws["spec"]["leaderWorkerTemplate"]["workerTemplate"])
+    assert list(POD_TEMPLATE.iter_errors(template)) == []
+    template["spec"]["containers"][0]["volumeMount"] = []
+    assert list(POD_TEMPLATE.iter_errors(template))
+
+
+def test_core_schema_is_strict_and_offline(no_network):
+    job = next(o for o in documents((REPO / "deploy/base/download/job.yaml").read_text()))
+    assert schema_errors(job) == []
+    bad = copy.deepcopy(job)
+    bad["spec"]["backofLimitPerIndex"] = 4
+    assert schema_errors(bad)
+    bad = copy.deepcopy(job)
+    bad["spec"]["completions"] = "eight"
+    assert schema_errors(bad)
+
+
+def test_ferry_lint_fails_a_broken_set():
+    text = (REPO / "deploy/base/sglang/lws.yaml").read_text().replace('- "16"', '- "8"', 1)
+    rc, report = ferry_lint(text)
+    assert report["errors"] >= 1 and rc != 0, report
+    assert "parallelism-mismatch" in {f["rule"] for f in report["findings"]}
