@@ -408,6 +408,18 @@ fn resets_truncations_and_server_errors_are_retried() {
 }
 
 #[test]
+fn latency_and_an_over_limit_throttle_still_end_in_a_correct_model() {
+    survives(
+        json!({"rules": [{"kind": "latency", "ms": 300, "count": 20}]}),
+        &[],
+    );
+    survives(
+        json!({"body_limit": {"max_bodies": 2, "mode": "throttle", "throttle_bps": 2 * MIB}}),
+        &["--connections", "6"],
+    );
+}
+
+#[test]
 fn a_stalled_connection_is_dropped_and_resumed() {
     let s = survives(
         json!({"rules": [{"kind": "stall", "after_bytes": 200_000, "secs": 60, "count": 2}]}),

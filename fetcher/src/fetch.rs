@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_sharder::slices::SliceSpec;
-use ferry_sharder::{layout, Manifest, ManifestFile};
+use ferry_sharder::{layout, Manifest};
 use serde::Serialize;
 
 use crate::engine::{Engine, EngineOptions, FileJob};
@@ -472,24 +472,7 @@ fn hash_file(path: &Path, f: &RemoteFile) -> Result<ferry_sharder::FileHash> {
 
 /// The commit point: every selected file is published and verified.
 fn commit_manifest(dir: &Path, snapshot: &Snapshot, kind: SourceKind) -> Result<()> {
-    let manifest = Manifest {
-        format: ferry_sharder::manifest::FORMAT,
-        repo: snapshot.repo.clone(),
-        source: kind.id().to_string(),
-        revision: snapshot.revision.clone(),
-        commit: snapshot.commit.clone(),
-        ferry_version: env!("CARGO_PKG_VERSION").to_string(),
-        completed_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        files: snapshot
-            .files
-            .iter()
-            .map(|f| ManifestFile {
-                path: f.path.clone(),
-                size: f.size,
-                hash: f.hash.clone(),
-            })
-            .collect(),
-    };
+    let manifest = snapshot.manifest(kind.id());
     crate::publish::sync_dirs(dir, snapshot.files.iter().map(|f| f.path.as_str()))?;
     manifest.write_atomic(dir)?;
     Ok(())

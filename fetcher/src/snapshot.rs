@@ -27,4 +27,28 @@ impl Snapshot {
     pub fn total_bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
     }
+
+    /// The completion manifest for this snapshot, stamped now; `source` is `hf`, `modelscope`
+    /// or `s3`.
+    pub fn manifest(&self, source: &str) -> ferry_sharder::Manifest {
+        ferry_sharder::Manifest {
+            format: ferry_sharder::manifest::FORMAT,
+            repo: self.repo.clone(),
+            source: source.to_string(),
+            revision: self.revision.clone(),
+            commit: self.commit.clone(),
+            ferry_version: env!("CARGO_PKG_VERSION").to_string(),
+            completed_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                .to_string(),
+            files: self
+                .files
+                .iter()
+                .map(|f| ferry_sharder::ManifestFile {
+                    path: f.path.clone(),
+                    size: f.size,
+                    hash: f.hash.clone(),
+                })
+                .collect(),
+        }
+    }
 }

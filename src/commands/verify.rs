@@ -19,11 +19,47 @@ pub struct Args {
     /// Hashing workers with --full (default: every core).
     #[arg(long, default_value_t = 0)]
     jobs: usize,
+    /// For a directory without a ferry manifest (e.g. from huggingface_hub or modelscope): take
+    /// the expected files and hashes from the hub instead, ORG/NAME or ORG/NAME@REVISION.
+    #[arg(long, value_name = "ORG/NAME[@REV]")]
+    against: Option<String>,
+    /// With --against: hf or modelscope.
+    #[arg(long, default_value = "hf", requires = "against")]
+    source: String,
+    /// With --against: the hub URL (default: $HF_ENDPOINT / $MODELSCOPE_ENDPOINT, else the public hub).
+    #[arg(long, requires = "against")]
+    endpoint: Option<String>,
+    /// With --against: only the files matching these globs (repeatable), as fetched.
+    #[arg(long, requires = "against")]
+    include: Vec<String>,
+}
+
+/// The manifest the hub implies for `spec` (ORG/NAME[@REV]): every file with its size and hash.
+async fn manifest_from_hub(args: &Args, spec: &str) -> anyhow::Result<Manifest> {
+    use ferry_fetcher::source::{Source, SourceKind};
+    let kind = SourceKind::parse(&args.source)
+        .with_context(|| format!("unknown source {:?}; use hf or modelscope", args.source))?;
+    let (repo, rev) = match spec.split_once('@') {
+        Some((r, v)) => (r, Some(v)),
+        None => (spec, None),
+    };
+    let endpoint = args
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| kind.default_endpoint());
+    let source = Source::new(kind, &endpoint, kind.token_from_env())?;
+    let snapshot = source.resolve(repo, rev).await?;
+    let selection = ferry_fetcher::select::Selection::new(&args.include, &[])?;
+    let files = selection.apply(repo, snapshot.files.clone())?;
+    Ok(ferry_fetcher::snapshot::Snapshot { files, ..snapshot }.manifest(kind.id()))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let dir = args.dir.clone();
-    let manifest = Manifest::read(&dir)?.ok_or_else(|| Error::NoManifest { dir: dir.clone() })?;
+    let manifest = match &args.against {
+        Some(spec) => manifest_from_hub(&args, spec).await?,
+        None => Manifest::read(&dir)?.ok_or_else(|| Error::NoManifest { dir: dir.clone() })?,
+    };
     let opts = Options {
         full: args.full,
         jobs: args.jobs,

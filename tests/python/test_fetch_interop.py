@@ -50,3 +50,20 @@ def test_modelscope_accepts_a_ferry_directory_without_downloading(hub: Hub, ms_e
     stats = hub.stats()
     assert stats["bytes_sent"] == 0, stats["paths"]
     same_tree(hub.repo_dir("org/tiny"), dest)
+
+
+def test_ferry_verify_checks_a_huggingface_hub_download_against_the_hub(hub: Hub, hf_env: Path, tmp_path: Path) -> None:
+    from huggingface_hub import snapshot_download
+
+    dest = tmp_path / "by-hf"
+    snapshot_download("org/tiny", local_dir=dest)
+    env = {**os.environ, "HF_ENDPOINT": hub.url}
+    ok = subprocess.run([str(FERRY), "verify", str(dest), "--against", "org/tiny", "--full"], capture_output=True, text=True, env=env, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    shard = dest / "model-00002-of-000003.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    bad = subprocess.run([str(FERRY), "verify", str(dest), "--against", "org/tiny", "--full"], capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 5, bad.stdout + bad.stderr
+    assert "model-00002-of-000003.safetensors" in bad.stdout + bad.stderr

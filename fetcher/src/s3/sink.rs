@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumAlgorithm;
 use bytes::Bytes;
-use ferry_sharder::{FileHash, Manifest, ManifestFile};
+use ferry_sharder::{FileHash, Manifest};
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -373,24 +373,7 @@ async fn find_reusable(
 
 /// The commit point: the same manifest a directory gets, as an object written last.
 async fn commit_manifest(s3: &S3, dest: &S3Url, snapshot: &Snapshot, source: &str) -> Result<()> {
-    let manifest = Manifest {
-        format: ferry_sharder::manifest::FORMAT,
-        repo: snapshot.repo.clone(),
-        source: source.to_string(),
-        revision: snapshot.revision.clone(),
-        commit: snapshot.commit.clone(),
-        ferry_version: env!("CARGO_PKG_VERSION").to_string(),
-        completed_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        files: snapshot
-            .files
-            .iter()
-            .map(|f| ManifestFile {
-                path: f.path.clone(),
-                size: f.size,
-                hash: f.hash.clone(),
-            })
-            .collect(),
-    };
+    let manifest = snapshot.manifest(source);
     let json =
         serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Usage(format!("manifest: {e}")))?;
     let json = Bytes::from(json);
