@@ -6,8 +6,8 @@ Entry point: `bench/run` (creates the venv, then runs this file). See docs/BENCH
 For every repetition x scenario x tool: a cold, empty destination; the source's page cache dropped
 (posix_fadvise DONTNEED on hubsim's files); hubsim's fault knobs set; its stats reset; the tool run
 as a child process (wall time; CPU seconds from wait4's rusage of the whole reaped tree; peak RSS
-= the largest sum of RSS over the process tree, sampled from /proc every 0.1 s, or ru_maxrss if
-larger); hubsim's bytes_sent read back; then, outside the timed part, every file's sha256 compared
+= the largest sum of RSS over the process tree, sampled from /proc every 0.05 s, or GNU time's %M for
+the tool's largest process, if larger: see measure()); hubsim's bytes_sent read back; then, outside the timed part, every file's sha256 compared
 with the source's. Timings are measured and tabulated, never asserted: the exit status says only
 whether every tool produced a verified result.
 """
@@ -61,10 +61,11 @@ SCENARIO_NOTES = {
     "reset-1%": "rule reset, probability 0.01 per file GET, mid-body",
 }
 
-ALL_TOOLS = ["ferry", "ferry-c16", "hf", "hf_transfer", "modelscope", "aria2c"]
+ALL_TOOLS = ["ferry", "ferry-c16", "ferry-64MiB", "hf", "hf_transfer", "modelscope", "aria2c"]
 TOOL_NOTES = {
     "ferry": "`ferry fetch --chunk-size C` (adaptive connections: starts at 4, doubles every ~3 s while it pays, up to 32)",
     "ferry-c16": "`ferry fetch --chunk-size C --connections 16` (fixed count, no ramp-up)",
+    "ferry-64MiB": "`ferry fetch` with every default (64 MiB ranges: one request per shard at this model size)",
     "hf": "`hf download --local-dir D --max-workers W` (huggingface_hub 2.4.0, plain HTTP, one GET per file)",
     "hf_transfer": "hf_transfer 0.1.9 `download(url, filename, max_files=100, chunk_size=C, parallel_failures=3, "
                    "max_retries=5)` per file from 8 Python threads, as huggingface_hub < 1.0 called it",
@@ -204,10 +205,24 @@ class Measured:
 CURRENT_CHILD: list[int] = []  # the process group being measured, for the signal handler
 
 
+TIME_BIN = "/usr/bin/time"
+
+
 def measure(cmd: list[str], env: dict, cwd: Path, stdout: Path, stderr: Path, timeout: float) -> Measured:
+    """Runs cmd; wall time, CPU seconds of the reaped tree, peak RSS.
+
+    Peak RSS is the larger of (a) the largest sum of RSS over the tool's process tree, sampled from
+    /proc every 0.05 s, and (b) GNU time's %M (ru_maxrss of the tool's largest process) when
+    /usr/bin/time exists. The tool is started through /usr/bin/time rather than straight from this
+    harness because Linux carries a process's RSS high-water mark across exec: a tool forked from
+    this Python process would report at least the harness's own RSS as its ru_maxrss.
+    """
+    timefile = stdout.with_name("time.txt")
+    wrapped = os.access(TIME_BIN, os.X_OK)
+    full = [TIME_BIN, "-f", "%M", "-o", str(timefile), *cmd] if wrapped else cmd
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(full, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     CURRENT_CHILD.append(proc.pid)
     peak = [0]
@@ -215,8 +230,11 @@ def measure(cmd: list[str], env: dict, cwd: Path, stdout: Path, stderr: Path, ti
     timed_out = [False]
 
     def sample() -> None:
-        while not done.wait(0.1):
-            peak[0] = max(peak[0], sum(_rss(p) for p in _tree(proc.pid)))
+        while not done.wait(0.05):
+            tree = _tree(proc.pid)
+            if wrapped:
+                tree = tree[1:]  # not /usr/bin/time itself
+            peak[0] = max(peak[0], sum(_rss(p) for p in tree))
             if time.monotonic() - t0 > timeout and not timed_out[0]:
                 timed_out[0] = True
                 _killpg(proc.pid)
@@ -233,7 +251,14 @@ def measure(cmd: list[str], env: dict, cwd: Path, stdout: Path, stderr: Path, ti
     wall = time.monotonic() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     cpu = ru.ru_utime + ru.ru_stime
-    return Measured(proc.returncode, wall, cpu, max(peak[0], ru.ru_maxrss * 1024), timed_out[0])
+    if wrapped:
+        try:
+            lines = timefile.read_text().split()
+            peak[0] = max(peak[0], int(lines[-1]) * 1024)
+            # GNU time reports a failing child as "Command exited with non-zero status N" + exit N
+        except (OSError, ValueError, IndexError):
+            pass
+    return Measured(proc.returncode, wall, cpu, peak[0], timed_out[0])
 
 
 def _killpg(pid: int) -> None:
@@ -378,9 +403,10 @@ def tool_command(tool: str, args: argparse.Namespace, ctx: dict, dest: Path, wor
     env = base_env(work)
     url, repo, chunk = ctx["url"], args.repo, args.chunk_size
     py = sys.executable
-    if tool in ("ferry", "ferry-c16"):
-        cmd = [str(ctx["ferry"]), "fetch", repo, "--to", str(dest), "--endpoint", url, "--json",
-               "--chunk-size", str(chunk)]
+    if tool in ("ferry", "ferry-c16", "ferry-64MiB"):
+        cmd = [str(ctx["ferry"]), "fetch", repo, "--to", str(dest), "--endpoint", url, "--json"]
+        if tool != "ferry-64MiB":
+            cmd += ["--chunk-size", str(chunk)]
         if tool == "ferry-c16":
             cmd += ["--connections", "16"]
         if args.ferry_jobs:
@@ -691,7 +717,7 @@ def render_sections(data: dict, rows: list[dict], args) -> tuple[str, str]:
         f"({data['total_bytes']:,} bytes) · chunk/part size {human(args.chunk_size)} for every tool that has one",
         "",
         f"Machine: {m['nproc']} cores ({m['cpu']}), {m['memory']} RAM, Linux {m['kernel']}, Python {m['python']}; "
-        f"load average at start {m['loadavg_at_start']}; ferry built from {m['git']} ({data['ferry_bin']}) — **shared with other engineers' builds and tests "
+        f"load average at start {m['loadavg_at_start']}; checkout at {m['git']}, ferry binary {data['ferry_bin']} built {data.get('ferry_built', '?')} — **shared with other engineers' builds and tests "
         "(CPU contention): absolute numbers are noisy, compare within a row group.**",
         "",
         "Tools: " + "; ".join(f"**{t}**: {TOOL_NOTES[t]}" for t in args.tools) +
@@ -786,6 +812,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    signal.signal(signal.SIGINT, on_signal)  # also when started in the background (SIGINT ignored)
     if args.report:
         return report_only(Path(args.report), args)
 
@@ -806,6 +833,7 @@ def main() -> int:
     data = {"machine": machine(), "started": started.isoformat(timespec="seconds"),
             "command": " ".join(["bench/run", *sys.argv[1:]]),
             "ferry_bin": str(ferry.relative_to(REPO_ROOT)) if ferry.is_relative_to(REPO_ROOT) else str(ferry),
+            "ferry_built": datetime.fromtimestamp(ferry.stat().st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "total_bytes": total, "files": len(files),
             "args": {k: v for k, v in vars(args).items()}}
     hub = Hubsim(hubsim, root, work / "hubsim.log")

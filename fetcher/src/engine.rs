@@ -150,7 +150,10 @@ pub struct Engine {
     publisher: Publisher,
     sched: Mutex<Sched>,
     wake: Notify,
-    connections: Arc<Semaphore>,
+    /// The connection budget: one permit per range in progress.
+    pub(crate) connections: Arc<Semaphore>,
+    /// Permits the adaptive controller wants back (see [`crate::adapt::Limit`]).
+    pub(crate) permit_debt: Arc<std::sync::atomic::AtomicUsize>,
     failed: Mutex<Option<Error>>,
     stop: AtomicBool,
 }
@@ -183,6 +186,7 @@ impl Engine {
             }),
             wake: Notify::new(),
             connections,
+            permit_debt: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             failed: Mutex::new(None),
             stop: AtomicBool::new(false),
             opts,
@@ -217,6 +221,7 @@ impl Engine {
         let controller = self.opts.adaptive.then(|| {
             let limit = crate::adapt::Limit::new(
                 Arc::clone(&self.connections),
+                Arc::clone(&self.permit_debt),
                 self.opts.connections.max(1),
                 crate::adapt::START,
             );
@@ -277,7 +282,8 @@ impl Engine {
                     tokio::time::timeout(Duration::from_millis(500), self.wake.notified()).await;
                 continue;
             };
-            let result = fetch_range(&self, &job, start, end).await;
+            let mut permit = Some(permit);
+            let result = fetch_range(&self, &job, start, end, &mut permit).await;
             drop(permit);
             match result {
                 Ok(()) => {
@@ -366,7 +372,10 @@ impl Engine {
                 journal.record(start, end)
             })
             .await
-            .map_err(|e| Error::Usage(format!("journal task failed: {e}")))??;
+            .map_err(|e| Error::Task {
+                task: "journal task",
+                message: e.to_string(),
+            })??;
         }
         {
             let mut st = job.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -457,7 +466,10 @@ impl Engine {
             }
         })
         .await
-        .map_err(|e| Error::Usage(format!("hash task failed: {e}")))?
+        .map_err(|e| Error::Task {
+            task: "hash task",
+            message: e.to_string(),
+        })?
     }
 
     async fn finalize(&self, job: &Arc<FileJob>) -> Result<()> {
@@ -480,7 +492,10 @@ impl Engine {
                 publisher.publish(&j.remote, &j.file, &j.partial_path, &j.journal_path)
             })
             .await
-            .map_err(|e| Error::Usage(format!("publish task failed: {e}")))??;
+            .map_err(|e| Error::Task {
+                task: "publish task",
+                message: e.to_string(),
+            })??;
             self.progress.files_done.fetch_add(1, Ordering::Relaxed);
             self.finished(job);
             return Ok(());

@@ -88,6 +88,8 @@ pub enum Error {
     },
     #[error("{0}")]
     Usage(String),
+    #[error("internal error: the {task} failed ({message}); this is a bug in ferry, please report it — re-running resumes")]
+    Task { task: &'static str, message: String },
     #[error("no AWS credentials found for S3: {message}\n  hint: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run where a web identity (Kubernetes service account) or instance role is available")]
     S3NoCredentials { message: String },
     #[error("S3 at {endpoint} rejected the credentials for bucket {bucket:?} ({code}: {message})\n  hint: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the profile in AWS_PROFILE) and AWS_REGION; the key was sent but not accepted")]
@@ -163,7 +165,7 @@ impl Error {
             | Error::NoSpace { .. }
             | Error::DiskFull { .. }
             | Error::Io { .. } => ErrorKind::Storage,
-            Error::Usage(_) => ErrorKind::Other,
+            Error::Usage(_) | Error::Task { .. } => ErrorKind::Other,
             Error::S3NoCredentials { .. }
             | Error::S3BadCredentials { .. }
             | Error::S3AccessDenied { .. } => ErrorKind::Auth,

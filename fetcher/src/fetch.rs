@@ -21,7 +21,7 @@ use crate::{lock, space};
 
 /// Defaults, chosen so a single `ferry fetch` fills a fast link without flags: 8 files at once
 /// keeps many TCP streams busy on a 163-shard model without thrashing the target disk; the
-/// connection count is measured ([`crate::adapt`]: from 4, doubling while it pays, up to 32,
+/// connection count is measured ([`crate::adapt`]: from 8, doubling while it pays, up to 32,
 /// which is what a CDN that caps each connection needs); 64 MiB ranges keep request overhead
 /// under 0.1 % while bounding what a crash can lose per connection.
 pub const DEFAULT_JOBS: usize = 8;
@@ -181,7 +181,10 @@ pub(crate) async fn complete(
         let publisher = publisher.clone();
         tokio::task::spawn_blocking(move || find_reusable(&dir, &snap.files, &publisher))
             .await
-            .map_err(|e| Error::Usage(format!("scan task failed: {e}")))??
+            .map_err(|e| Error::Task {
+                task: "scan task",
+                message: e.to_string(),
+            })??
     };
     let mut outcomes = outcomes(&reused, FileResult::Reused);
     progress

@@ -109,7 +109,10 @@ pub async fn fetch_slice(
             let publisher = publisher.clone();
             tokio::task::spawn_blocking(move || find_reusable(&dir, &whole, &publisher))
                 .await
-                .map_err(|e| Error::Usage(format!("scan task failed: {e}")))??
+                .map_err(|e| Error::Task {
+                    task: "scan task",
+                    message: e.to_string(),
+                })??
         };
         progress.bytes_reused.fetch_add(
             reused.iter().map(|f| f.size).sum(),
@@ -306,5 +309,8 @@ async fn finalize_lock(dir: &Path) -> Result<File> {
         Ok(f)
     })
     .await
-    .map_err(|e| Error::Usage(format!("lock task failed: {e}")))?
+    .map_err(|e| Error::Task {
+        task: "lock task",
+        message: e.to_string(),
+    })?
 }

@@ -36,8 +36,17 @@ fn retry(reason: impl Into<String>) -> Failure {
 }
 
 /// Fetches `[start, end)` of `job` into its partial file. Returns once every byte is written (not
-/// yet synced or journaled), or with the error that made it give up.
-pub async fn fetch_range(eng: &Engine, job: &FileJob, start: u64, end: u64) -> Result<()> {
+/// yet synced or journaled), or with the error that made it give up. `permit` is this range's
+/// place in the connection budget; when the adaptive controller has lowered the budget, a range
+/// waiting to retry gives its place up and queues for a new one, so the lower count holds at once
+/// rather than when the range finally succeeds.
+pub async fn fetch_range(
+    eng: &Engine,
+    job: &FileJob,
+    start: u64,
+    end: u64,
+    permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<()> {
     let mut pos = start;
     let mut backoff = new_backoff();
     let mut failing_since: Option<Instant> = None;
@@ -78,6 +87,20 @@ pub async fn fetch_range(eng: &Engine, job: &FileJob, start: u64, end: u64) -> R
             delay.as_secs_f64()
         );
         tokio::time::sleep(delay).await;
+        if crate::adapt::pay_debt(&eng.permit_debt) {
+            if let Some(p) = permit.take() {
+                p.forget();
+            }
+            *permit = Some(
+                Arc::clone(&eng.connections)
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| Error::Task {
+                        task: "connection budget",
+                        message: e.to_string(),
+                    })?,
+            );
+        }
     }
 }
 
@@ -218,7 +241,12 @@ async fn flush(
             .map_err(|e| Error::io(&path, e))
     })
     .await
-    .map_err(|e| Failure::Final(Error::Usage(format!("writer task failed: {e}"))))?
+    .map_err(|e| {
+        Failure::Final(Error::Task {
+            task: "writer task",
+            message: e.to_string(),
+        })
+    })?
     .map_err(Failure::Final)?;
     *pos += len;
     eng.progress.add_downloaded(len);

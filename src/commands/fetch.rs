@@ -48,7 +48,7 @@ pub struct Args {
     /// Files downloaded at once.
     #[arg(long, default_value_t = DEFAULT_JOBS)]
     jobs: usize,
-    /// Connections in all, across files and ranges (default: measured, from 4 up to 32: more
+    /// Connections in all, across files and ranges (default: measured, from 8 up to 32: more
     /// while more pays, fewer when the server throttles).
     #[arg(long)]
     connections: Option<usize>,

@@ -165,7 +165,10 @@ impl Ctx {
                 running
             })
             .await
-            .map_err(|e| Error::Usage(format!("hash task failed: {e}")))?;
+            .map_err(|e| Error::Task {
+                task: "hash task",
+                message: e.to_string(),
+            })?;
             let _ = events.send(Event::Hashed(
                 part.number,
                 running.save(),
@@ -201,9 +204,10 @@ impl Ctx {
             join(r)??;
         }
         drop(events);
-        let parts = saver
-            .await
-            .map_err(|e| Error::Usage(format!("checkpoint task failed: {e}")))?;
+        let parts = saver.await.map_err(|e| Error::Task {
+            task: "checkpoint task",
+            message: e.to_string(),
+        })?;
         let actual = running.finish();
         if actual != f.hash {
             // Never complete an object whose bytes differ from the hub's.
@@ -586,5 +590,8 @@ struct ServerPart {
 }
 
 fn join(r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<Result<()>> {
-    r.map_err(|e| Error::Usage(format!("upload task failed: {e}")))
+    r.map_err(|e| Error::Task {
+        task: "upload task",
+        message: e.to_string(),
+    })
 }

@@ -220,7 +220,10 @@ impl Ctx {
                 (h.finish(), bytes)
             })
             .await
-            .map_err(|e| Error::Usage(format!("hash task failed: {e}")))?;
+            .map_err(|e| Error::Task {
+                task: "hash task",
+                message: e.to_string(),
+            })?;
             if actual == f.hash {
                 break bytes;
             }
@@ -271,7 +274,10 @@ pub(super) async fn sha256_b64(bytes: Bytes) -> Result<String> {
         super::b64_encode(&sha2::Sha256::digest(&bytes))
     })
     .await
-    .map_err(|e| Error::Usage(format!("hash task failed: {e}")))
+    .map_err(|e| Error::Task {
+        task: "hash task",
+        message: e.to_string(),
+    })
 }
 
 pub(super) async fn put(
