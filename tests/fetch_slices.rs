@@ -69,6 +69,29 @@ fn indexed_job_slices_with_kills_end_in_one_manifest() {
             !dir.path().join(".ferry/manifest.json").exists() || restarted.is_empty(),
             "manifest committed while slices {restarted:?} were unfinished"
         );
+        // What an operator sees meanwhile: every slice's heartbeat, and which slices are pending.
+        let status = run(ferry().args(["status", "--json"]).arg(dir.path()));
+        let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        let beats = status["slice_progress"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(beats.len(), n as usize, "{status}");
+        assert!(beats
+            .iter()
+            .all(|b| b["count"] == n && b["bytes_total"].as_u64() > Some(0)));
+        if !restarted.is_empty() {
+            let pending: Vec<u64> = status["slices"][0]["pending"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
+                .unwrap_or_else(|| (0..u64::from(n)).collect());
+            for i in &restarted {
+                assert!(
+                    pending.contains(&u64::from(*i)),
+                    "slice {i} not pending: {status}"
+                );
+            }
+        }
         hub.faults_json(json!({}));
         let again: Vec<Child> = restarted
             .iter()

@@ -342,13 +342,25 @@ pub(crate) async fn transfer(
             ProgressMode::Json => Duration::from_secs(1),
             ProgressMode::Plain | ProgressMode::Quiet => Duration::from_secs(10),
         };
+        // The heartbeat for `ferry status` is written at once and every 2 s; the display at its
+        // own pace.
+        const HEARTBEAT: Duration = Duration::from_secs(2);
         tokio::spawn(async move {
             let mut last = (Instant::now(), 0u64);
-            let mut interval = tokio::time::interval(every);
+            let (mut shown, mut beat) = (Instant::now(), Instant::now());
+            progress.heartbeat();
+            let mut interval = tokio::time::interval(every.min(HEARTBEAT));
             interval.tick().await;
             loop {
                 interval.tick().await;
-                progress.tick(&mut last);
+                if shown.elapsed() >= every {
+                    shown = Instant::now();
+                    progress.tick(&mut last);
+                }
+                if beat.elapsed() >= HEARTBEAT {
+                    beat = Instant::now();
+                    progress.heartbeat();
+                }
             }
         })
     };

@@ -148,7 +148,16 @@ impl Progress {
             }
             ProgressMode::Quiet => {}
         }
-        self.write_heartbeat(done, total, files);
+    }
+
+    /// Writes the heartbeat file `ferry status` reads.
+    pub fn heartbeat(&self) {
+        let total = self.bytes_total.load(Ordering::Relaxed);
+        let files = (
+            self.files_done.load(Ordering::Relaxed),
+            self.files_total.load(Ordering::Relaxed),
+        );
+        self.write_heartbeat(self.done_bytes().min(total), total, files);
     }
 
     fn write_heartbeat(&self, done: u64, total: u64, files: (u64, u64)) {

@@ -42,6 +42,19 @@ pub struct Progress {
     pub in_progress: Vec<String>,
 }
 
+/// The heartbeat of one slice of an Indexed Job (`slices/progress-I-of-N.json`), written by
+/// `ferry fetch --slice I/N` while it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SliceProgress {
+    pub index: u32,
+    pub count: u32,
+    pub host: Option<String>,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    /// Seconds since the slice last wrote its heartbeat.
+    pub updated_seconds_ago: Option<u64>,
+}
+
 /// A process holding (or having held) the directory lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockHolder {
@@ -98,6 +111,9 @@ pub struct Status {
     /// Stray partial files outside `.ferry/` (an interrupted copy by another tool).
     pub stray: Vec<String>,
     pub slices: Vec<SliceState>,
+    /// Heartbeats of the slices of an Indexed Job, running or finished.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slice_progress: Vec<SliceProgress>,
     pub lock: Vec<LockHolder>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
@@ -175,6 +191,7 @@ pub fn status(dir: &Path) -> Result<Status> {
     };
     let last_progress_seconds = last_progress_age(dir, progress.as_ref());
     let slices = slice_states(dir);
+    let slice_progress = slice_heartbeats(dir);
     let lock = lock_holders(dir);
     let complete = manifest.is_some();
     let verdict = verdict(
@@ -207,6 +224,7 @@ pub fn status(dir: &Path) -> Result<Status> {
         bytes_done: published_bytes + partial_bytes,
         stray,
         slices,
+        slice_progress,
         lock,
         progress,
         last_progress_seconds,
@@ -259,6 +277,39 @@ fn last_progress_age(dir: &Path, p: Option<&Progress>) -> Option<u64> {
             .unwrap_or(Duration::ZERO)
             .as_secs(),
     )
+}
+
+fn slice_heartbeats(dir: &Path) -> Vec<SliceProgress> {
+    let Ok(entries) = std::fs::read_dir(layout::slices_dir(dir)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<SliceProgress> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (i, n) = name
+                .strip_prefix("progress-")?
+                .strip_suffix(".json")?
+                .split_once("-of-")?;
+            let p: Progress = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+            let age = p
+                .updated_at
+                .as_deref()
+                .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+                .and_then(|at| SystemTime::now().duration_since(at).ok())
+                .map(|d| d.as_secs());
+            Some(SliceProgress {
+                index: i.parse().ok()?,
+                count: n.parse().ok()?,
+                host: p.host,
+                bytes_done: p.bytes_done.unwrap_or(0),
+                bytes_total: p.bytes_total.unwrap_or(0),
+                updated_seconds_ago: age,
+            })
+        })
+        .collect();
+    out.sort_by_key(|p| (p.count, p.index));
+    out
 }
 
 fn slice_states(dir: &Path) -> Vec<SliceState> {

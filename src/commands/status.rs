@@ -74,6 +74,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             sl.pending
         );
     }
+    for sp in &s.slice_progress {
+        println!(
+            "  slice      {}/{}: {} of {} bytes{}{}",
+            sp.index,
+            sp.count,
+            sp.bytes_done,
+            sp.bytes_total,
+            sp.host
+                .as_deref()
+                .filter(|h| !h.is_empty())
+                .map(|h| format!(" on {h}"))
+                .unwrap_or_default(),
+            sp.updated_seconds_ago
+                .map(|a| format!(", heartbeat {a}s ago"))
+                .unwrap_or_default()
+        );
+    }
     for l in &s.lock {
         println!(
             "  lock       {}: {} (pid {}, host {}, since {})",
