@@ -414,7 +414,9 @@ fn latency_and_an_over_limit_throttle_still_end_in_a_correct_model() {
         &[],
     );
     survives(
-        json!({"body_limit": {"max_bodies": 2, "mode": "throttle", "throttle_bps": 2 * MIB}}),
+        // The total cap keeps bodies streaming long enough for more than two to overlap.
+        json!({"bandwidth_total_bps": 8 * MIB,
+               "body_limit": {"max_bodies": 2, "mode": "throttle", "throttle_bps": 2 * MIB}}),
         &["--connections", "6"],
     );
 }
