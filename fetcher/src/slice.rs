@@ -234,33 +234,54 @@ async fn pinned_snapshot(
         commit: snapshot.commit.clone(),
         count,
     };
-    // create_new is atomic, also on NFS: exactly one pod's pin wins.
-    match OpenOptions::new().write(true).create_new(true).open(&path) {
-        Ok(mut f) => {
-            let bytes = serde_json::to_vec(&pin).unwrap_or_default();
-            f.write_all(&bytes)
-                .and_then(|()| f.sync_all())
-                .map_err(|e| Error::io(&path, e))?;
-            Ok(snapshot)
-        }
+    let winner = write_pin(&path, &pin)?;
+    check_pin(opts, &winner, count, &path)?;
+    if winner.commit == snapshot.commit {
+        Ok(snapshot)
+    } else {
+        resolve(opts, source, Some(&winner.commit)).await
+    }
+}
+
+/// Writes `pin` unless another pod got there first; returns the pin that won.
+///
+/// The pin is written whole under a private name, then hard-linked into place: link(2) fails if
+/// the target exists (atomic on NFS too), so exactly one pod's pin wins and no pod, nor a
+/// kill -9, can leave a half-written pin for the others to read.
+fn write_pin(path: &Path, pin: &Pin) -> Result<Pin> {
+    let tmp = path.with_file_name(format!(
+        "pin.json.{}.{:016x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let bytes = serde_json::to_vec(pin).map_err(|e| Error::Usage(e.to_string()))?;
+    let written = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(pin.clone()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let winner = read_pin(&path)?
-                .ok_or_else(|| Error::Usage(format!("{} is empty", path.display())))?;
-            check_pin(opts, &winner, count, &path)?;
-            if winner.commit == snapshot.commit {
-                Ok(snapshot)
-            } else {
-                resolve(opts, source, Some(&winner.commit)).await
-            }
+            read_pin(path)?.ok_or_else(|| {
+                Error::Usage(format!(
+                    "{} vanished while being read; run again",
+                    path.display()
+                ))
+            })
         }
-        Err(e) => Err(Error::io(&path, e)),
+        Err(e) => Err(Error::io(path, e)),
     }
 }
 
 fn read_pin(path: &Path) -> Result<Option<Pin>> {
     match std::fs::read(path) {
-        // Another pod may be between create and write: an empty pin reads as "not yet".
-        Ok(b) if b.is_empty() => Ok(None),
         Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
             Error::Usage(format!(
                 "{}: unreadable slice pin ({e}); delete it to start the Job over",
@@ -313,4 +334,65 @@ async fn finalize_lock(dir: &Path) -> Result<File> {
         task: "lock task",
         message: e.to_string(),
     })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pin(commit: &str) -> Pin {
+        Pin {
+            repo: "org/model".into(),
+            source: "hf".into(),
+            revision: "main".into(),
+            commit: commit.into(),
+            count: 8,
+        }
+    }
+
+    /// Pods of an Indexed Job start together: every racer must read back one whole winning
+    /// pin, never an empty or half-written one (the race CI once caught with create+write).
+    #[test]
+    fn racing_pods_all_see_one_whole_pin() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("pin.json");
+            let barrier = std::sync::Barrier::new(16);
+            let winners: Vec<Pin> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..16)
+                    .map(|i| {
+                        let (path, barrier) = (&path, &barrier);
+                        s.spawn(move || {
+                            barrier.wait();
+                            write_pin(path, &pin(&format!("commit-{i}")))
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap().unwrap())
+                    .collect()
+            });
+            assert!(
+                winners.iter().all(|w| w == &winners[0]),
+                "round {round}: {winners:?}"
+            );
+            assert_eq!(read_pin(&path).unwrap().as_ref(), Some(&winners[0]));
+            let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .filter(|n| n != "pin.json")
+                .collect();
+            assert!(leftovers.is_empty(), "temporary pins left: {leftovers:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_pin_is_an_error_that_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pin.json");
+        std::fs::write(&path, b"").unwrap();
+        let err = read_pin(&path).unwrap_err().to_string();
+        assert!(err.contains("delete it"), "{err}");
+    }
 }
