@@ -12,22 +12,38 @@ use support::*;
 
 const MIB: u64 = 1 << 20;
 
-fn spawn_slice(hub: &Hub, dir: &std::path::Path, i: u32, n: u32) -> Child {
-    hub.ferry()
-        .args([
-            "fetch",
-            REPO,
-            "--quiet",
-            "--chunk-size",
-            "1MiB",
-            "--connections",
-            "3",
-        ])
-        .args(["--slice", &format!("{i}/{n}"), "--to"])
+/// Slice `i` of `n`, named on the command line (`--slice I/N`) or, as Kubernetes does for an
+/// Indexed Job, through `JOB_COMPLETION_INDEX` with `--slices N`.
+fn spawn_slice(hub: &Hub, dir: &std::path::Path, i: u32, n: u32, from_env: bool) -> Child {
+    let mut c = hub.ferry();
+    c.args([
+        "fetch",
+        REPO,
+        "--quiet",
+        "--chunk-size",
+        "1MiB",
+        "--connections",
+        "3",
+    ]);
+    if from_env {
+        c.env("JOB_COMPLETION_INDEX", i.to_string())
+            .args(["--slices", &n.to_string()]);
+    } else {
+        c.env_remove("JOB_COMPLETION_INDEX")
+            .args(["--slice", &format!("{i}/{n}")]);
+    }
+    c.arg("--to")
         .arg(dir)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// Identity and modification time: a rewritten manifest changes at least one.
+fn manifest_stamp(dir: &std::path::Path) -> (u64, std::time::SystemTime) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir.join(".ferry/manifest.json")).unwrap();
+    (m.ino(), m.modified().unwrap())
 }
 
 #[test]
@@ -45,7 +61,7 @@ fn indexed_job_slices_with_kills_end_in_one_manifest() {
         hub.handle.reset_stats();
         let dir = tempfile::tempdir().unwrap();
         let mut children: Vec<(u32, Child)> = (0..n)
-            .map(|i| (i, spawn_slice(&hub, dir.path(), i, n)))
+            .map(|i| (i, spawn_slice(&hub, dir.path(), i, n, false)))
             .collect();
         std::thread::sleep(Duration::from_millis(700));
         // Kill the first and the last pod mid-way, as a node failure would.
@@ -95,7 +111,7 @@ fn indexed_job_slices_with_kills_end_in_one_manifest() {
         hub.faults_json(json!({}));
         let again: Vec<Child> = restarted
             .iter()
-            .map(|i| spawn_slice(&hub, dir.path(), *i, n))
+            .map(|i| spawn_slice(&hub, dir.path(), *i, n, true))
             .collect();
         for c in again {
             let out = c.wait_with_output().unwrap();
@@ -130,5 +146,15 @@ fn indexed_job_slices_with_kills_end_in_one_manifest() {
             sent <= total + killed.len() as u64 * 3 * MIB,
             "N={n}: sent {sent}"
         );
+        // A pod the Job runs again after completion (a retried index) finds the manifest and
+        // neither transfers nor rewrites anything: the manifest is committed exactly once.
+        let stamp = manifest_stamp(dir.path());
+        hub.handle.reset_stats();
+        let out = spawn_slice(&hub, dir.path(), n - 1, n, true)
+            .wait_with_output()
+            .unwrap();
+        assert!(out.status.success(), "late slice: {}", text(&out));
+        assert_eq!(manifest_stamp(dir.path()), stamp, "manifest rewritten");
+        assert_eq!(hub.stats().bytes_sent, 0);
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ferry_fetcher::s3::aws_sdk_s3;
 use hubsim::generate::Layout;
-use s3support::{Weed, BUCKET, SECRET_KEY};
+use s3support::{Weed, BUCKET, READER_KEY, READER_SECRET, SECRET_KEY};
 use serde_json::json;
 use support::*;
 
@@ -303,4 +303,188 @@ fn bytes_corrupted_on_the_way_up_or_on_the_server_are_caught() {
     );
     assert!(!dir.path().join(shard).exists(), "a bad file was published");
     assert!(!dir.path().join(".ferry/manifest.json").exists());
+}
+
+#[test]
+fn access_denied_missing_prefix_and_unreachable_endpoint_are_clear_errors() {
+    let weed = Weed::start();
+    let hub = hub(1, 6 * MIB);
+
+    // Credentials that are valid but may not write: an access error, not a credentials one.
+    let out = run(upload(&hub, &weed, &[])
+        .env("AWS_ACCESS_KEY_ID", READER_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", READER_SECRET));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.to_lowercase().contains("denied"), "{err}");
+    assert!(!err.contains(READER_SECRET), "a secret was printed: {err}");
+    assert!(
+        weed.keys(PREFIX).is_empty(),
+        "a denied upload wrote {:?}",
+        weed.keys(PREFIX)
+    );
+
+    // Nothing under the prefix: not found, and nothing published locally.
+    let dir = tempfile::tempdir().unwrap();
+    let out = download(&weed, dir.path());
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(PREFIX),
+        "{}",
+        text(&out)
+    );
+    assert!(!dir.path().join(".ferry/manifest.json").exists());
+
+    // No S3 server at the endpoint: a network error that names it, within the retry budget.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let mut c = ferry();
+    weed.env(&mut c);
+    let started = Instant::now();
+    let out = run(c
+        .env("AWS_ENDPOINT_URL_S3", &dead_url)
+        .args(["fetch", &format!("s3://{BUCKET}/{PREFIX}"), "--to"])
+        .arg(dir.path()));
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&dead_url),
+        "{}",
+        text(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(120));
+}
+
+#[test]
+fn a_prefix_ferry_did_not_write_is_fetched_with_s3_checksums_or_a_size_warning() {
+    let weed = Weed::start();
+    let plain = b"{\"architectures\": [\"DeepseekV3ForCausalLM\"]}".to_vec();
+    let checked: Vec<u8> = (0..3 * MIB as u32).map(|i| (i % 251) as u8).collect();
+    weed.put(&format!("{PREFIX}/config.json"), plain.clone());
+    // Uploaded with a full-object sha256 checksum, as `aws s3 cp --checksum-algorithm SHA256`
+    // does: ferry takes the server's sha256 as the expected hash.
+    weed.rt
+        .block_on(
+            weed.s3
+                .client
+                .put_object()
+                .bucket(BUCKET)
+                .key(format!("{PREFIX}/weights/model.bin"))
+                .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+                .body(aws_sdk_s3::primitives::ByteStream::from(checked.clone()))
+                .send(),
+        )
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = download(&weed, dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(dir.path().join("config.json")).unwrap(),
+        plain
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("weights/model.bin")).unwrap(),
+        checked
+    );
+    // Both objects carry a hash ferry recomputes (the sha256 checksum; a single-part ETag,
+    // which is the MD5), so there is nothing to warn about.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("checked by size only"), "{err}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join(".ferry/manifest.json")).unwrap())
+            .unwrap();
+    let hash_of = |path: &str| {
+        manifest["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == path)
+            .unwrap_or_else(|| panic!("{path} not in {manifest}"))
+            .clone()
+    };
+    use sha2::Digest as _;
+    assert_eq!(
+        hash_of("config.json")["hash"]["md5"],
+        hex::encode(md5::Md5::digest(&plain))
+    );
+    assert_eq!(
+        hash_of("weights/model.bin")["hash"]["sha256"],
+        hex::encode(sha2::Sha256::digest(&checked))
+    );
+
+    // The MD5 is a real check: `ferry verify --full` recomputes it and names a changed byte.
+    let local = dir.path().join("config.json");
+    let mut bytes = std::fs::read(&local).unwrap();
+    bytes[3] ^= 0x20;
+    std::fs::write(&local, bytes).unwrap();
+    let out = run(ferry().args(["verify", "--full"]).arg(dir.path()));
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("config.json")
+            || String::from_utf8_lossy(&out.stderr).contains("config.json"),
+        "{}",
+        text(&out)
+    );
+
+    // A multipart object's ETag ("…-N") is no MD5 of the bytes: size only, and a warning.
+    let big: Vec<u8> = (0..11 * MIB as u32).map(|i| (i % 241) as u8).collect();
+    weed.rt.block_on(async {
+        let c = &weed.s3.client;
+        let key = format!("{PREFIX}/weights/multi.bin");
+        let up = c
+            .create_multipart_upload()
+            .bucket(BUCKET)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        let id = up.upload_id().unwrap();
+        let mut parts = Vec::new();
+        for (i, chunk) in big.chunks(6 * MIB as usize).enumerate() {
+            let n = i as i32 + 1;
+            let p = c
+                .upload_part()
+                .bucket(BUCKET)
+                .key(&key)
+                .upload_id(id)
+                .part_number(n)
+                .body(aws_sdk_s3::primitives::ByteStream::from(chunk.to_vec()))
+                .send()
+                .await
+                .unwrap();
+            parts.push(
+                aws_sdk_s3::types::CompletedPart::builder()
+                    .part_number(n)
+                    .set_e_tag(p.e_tag().map(str::to_string))
+                    .build(),
+            );
+        }
+        c.complete_multipart_upload()
+            .bucket(BUCKET)
+            .key(&key)
+            .upload_id(id)
+            .multipart_upload(
+                aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+    let third = tempfile::tempdir().unwrap();
+    let out = download(&weed, third.path());
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(third.path().join("weights/multi.bin")).unwrap(),
+        big
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no ferry manifest")
+            && err.contains("checked by size only")
+            && err.contains("weights/multi.bin"),
+        "no warning about the size-only check: {err}"
+    );
 }

@@ -64,7 +64,14 @@ pub enum Error {
         expected: String,
         actual: String,
     },
-    #[error("refusing file name {path:?} from {repo}: {reason}")]
+    #[error("{repo}: every file matches the source's hashes, but the checkpoint is not loadable ({count} problem(s)):\n{list}\n  hint: the repo itself is inconsistent; report it to its owner. No completion manifest was written, so ferry-gated engines will not start on it; `ferry verify {dir}` repeats the check")]
+    InvalidCheckpoint {
+        repo: String,
+        dir: String,
+        count: usize,
+        list: String,
+    },
+    #[error("refusing file name {path:?} from {repo}: {reason}\n  hint: the hub names a file that would land outside --to or in ferry's state; nothing was written. Leave it out with --exclude if the rest of the repo is what you need")]
     HostileName {
         repo: String,
         path: String,
@@ -157,7 +164,9 @@ impl Error {
             | Error::RevisionNotFound { .. }
             | Error::FileNotFound { .. }
             | Error::NothingSelected { .. } => ErrorKind::NotFound,
-            Error::HashMismatch { .. } | Error::HostileName { .. } => ErrorKind::Verify,
+            Error::HashMismatch { .. }
+            | Error::HostileName { .. }
+            | Error::InvalidCheckpoint { .. } => ErrorKind::Verify,
             Error::Http { .. } | Error::Network { .. } | Error::BadResponse { .. } => {
                 ErrorKind::Network
             }

@@ -213,6 +213,7 @@ pub(crate) async fn complete(
     transfer(opts, source, &snapshot, jobs, &progress, publisher).await?;
 
     outcomes.extend(self::outcomes(&todo, FileResult::Downloaded));
+    check_checkpoint(opts, &snapshot).await?;
     commit_manifest(&dir, &snapshot, opts.kind)?;
     let _ = std::fs::remove_file(layout::progress_path(&dir));
     outcomes.sort_by(|a, b| a.path.cmp(&b.path));
@@ -483,6 +484,40 @@ fn hash_file(path: &Path, f: &RemoteFile) -> Result<ferry_sharder::FileHash> {
         at += n as u64;
     }
     Ok(h.finish())
+}
+
+/// Hash-correct files can still make a checkpoint no engine loads (an index naming a missing
+/// shard or tensor, a header that overruns its file): validate the headers and index before
+/// committing, so the manifest means "loadable", not only "as published". With --include or
+/// --exclude the selection may leave out shards on purpose, so findings are only warnings then.
+async fn check_checkpoint(opts: &FetchOptions, snapshot: &Snapshot) -> Result<()> {
+    let dir = opts.dir.clone();
+    let files: Vec<String> = snapshot.files.iter().map(|f| f.path.clone()).collect();
+    let findings = tokio::task::spawn_blocking(move || {
+        let files: Vec<&str> = files.iter().map(String::as_str).collect();
+        ferry_sharder::validate::validate(&dir, &files)
+    })
+    .await
+    .map_err(|e| Error::Task {
+        task: "validate task",
+        message: e.to_string(),
+    })?;
+    let filtered = !opts.include.is_empty() || !opts.exclude.is_empty();
+    let (errors, warnings): (Vec<_>, Vec<_>) = findings
+        .into_iter()
+        .partition(|f| f.is_error() && !filtered);
+    for w in &warnings {
+        tracing::warn!("checkpoint: {w}");
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidCheckpoint {
+        repo: snapshot.repo.clone(),
+        dir: opts.dir.display().to_string(),
+        count: errors.len(),
+        list: ferry_sharder::finding::bullet_list(&errors),
+    })
 }
 
 /// The commit point: every selected file is published and verified.

@@ -24,12 +24,13 @@ impl Selection {
             && !self.exclude.as_ref().is_some_and(|g| g.is_match(path))
     }
 
-    /// Keeps the selected files; fails on a hostile name among them.
+    /// Keeps the selected files; fails on a hostile name among them. A hostile name left out by
+    /// --exclude is never written, so it does not stop the rest.
     pub fn apply(&self, repo: &str, files: Vec<RemoteFile>) -> Result<Vec<RemoteFile>> {
         let mut out = Vec::new();
         for f in files {
-            check_path(repo, &f.path)?;
             if self.matches(&f.path) {
+                check_path(repo, &f.path)?;
                 out.push(f);
             }
         }

@@ -70,7 +70,7 @@ impl std::fmt::Display for Finding {
 
 /// The findings as an indented list for error messages; long lists are cut so that a thoroughly
 /// broken checkpoint does not print thousands of lines (`--json` has them all).
-pub(crate) fn bullet_list(findings: &[Finding]) -> String {
+pub fn bullet_list(findings: &[Finding]) -> String {
     const SHOWN: usize = 50;
     let mut out: Vec<String> = findings
         .iter()

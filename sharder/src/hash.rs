@@ -1,7 +1,9 @@
-//! The two file hashes model hubs publish.
+//! The file hashes sources publish.
 //!
 //! Hugging Face names LFS files by the sha256 of their bytes and regular files by their git blob
-//! sha1 (`sha1("blob <len>\0" + bytes)`); ModelScope gives sha256 for every file.
+//! sha1 (`sha1("blob <len>\0" + bytes)`); ModelScope gives sha256 for every file. S3 objects that
+//! ferry did not upload carry what the server has: a sha256 checksum, an ETag that is the MD5 of
+//! the bytes (single-part, not KMS-encrypted), or an opaque ETag.
 
 use serde::{Deserialize, Serialize};
 use sha1::Digest as _;
@@ -14,6 +16,8 @@ pub enum FileHash {
     Sha256(String),
     /// git blob sha1 (`blob <len>\0` prefix), lowercase hex.
     GitSha1(String),
+    /// MD5 of the raw bytes, lowercase hex: an S3 single-part ETag, which is exactly that.
+    Md5(String),
     /// An S3 object known only by its ETag (no ferry manifest, no S3 sha256 checksum): the
     /// ETag is not a content hash ferry can recompute (multipart and encrypted objects), so the
     /// check is the size alone, and the ETag is kept to say which object version was taken.
@@ -23,7 +27,9 @@ pub enum FileHash {
 impl FileHash {
     pub fn hex(&self) -> &str {
         match self {
-            FileHash::Sha256(h) | FileHash::GitSha1(h) | FileHash::S3Etag(h) => h,
+            FileHash::Sha256(h) | FileHash::GitSha1(h) | FileHash::Md5(h) | FileHash::S3Etag(h) => {
+                h
+            }
         }
     }
 
@@ -31,6 +37,7 @@ impl FileHash {
         match self {
             FileHash::Sha256(_) => "sha256",
             FileHash::GitSha1(_) => "git-sha1",
+            FileHash::Md5(_) => "md5",
             FileHash::S3Etag(_) => "size+etag",
         }
     }
@@ -40,6 +47,7 @@ impl FileHash {
         match self {
             FileHash::Sha256(_) => Hasher::sha256(),
             FileHash::GitSha1(_) => Hasher::git_sha1(size),
+            FileHash::Md5(_) => Hasher::Md5(md5::Md5::new()),
             FileHash::S3Etag(etag) => Hasher::SizeOnly {
                 etag: etag.clone(),
                 expected: size,
@@ -60,6 +68,7 @@ impl std::fmt::Display for FileHash {
 pub enum Hasher {
     Sha256(sha2::Sha256),
     GitSha1(sha1::Sha1),
+    Md5(md5::Md5),
     /// Counts bytes for [`FileHash::S3Etag`]: finishes to the ETag only when exactly the expected
     /// number of bytes went through.
     SizeOnly {
@@ -84,6 +93,7 @@ impl Hasher {
         match self {
             Hasher::Sha256(h) => h.update(data),
             Hasher::GitSha1(h) => h.update(data),
+            Hasher::Md5(h) => h.update(data),
             Hasher::SizeOnly { seen, .. } => *seen += data.len() as u64,
         }
     }
@@ -92,6 +102,7 @@ impl Hasher {
         match self {
             Hasher::Sha256(h) => FileHash::Sha256(hex::encode(h.finalize())),
             Hasher::GitSha1(h) => FileHash::GitSha1(hex::encode(h.finalize())),
+            Hasher::Md5(h) => FileHash::Md5(hex::encode(h.finalize())),
             Hasher::SizeOnly {
                 etag,
                 expected,
@@ -132,6 +143,9 @@ mod tests {
         let mut h = Hasher::git_sha1(6);
         h.update(b"hello\n");
         assert_eq!(h.finish().hex(), "ce013625030ba8dba906f756967f9e9ca394464a");
+        let mut h = FileHash::Md5(String::new()).hasher(6);
+        h.update(b"hello\n");
+        assert_eq!(h.finish().hex(), "b1946ac92492d2347c6235b4d2611184");
         let mut h = Hasher::sha256();
         h.update(b"hello\n");
         assert_eq!(

@@ -243,3 +243,18 @@ def test_ferry_lint_fails_a_broken_set():
     rc, report = ferry_lint(text)
     assert report["errors"] >= 1 and rc != 0, report
     assert "parallelism-mismatch" in {f["rule"] for f in report["findings"]}
+
+
+@needs_kubectl
+def test_s3_overlays_mirror_once_and_pull_with_one_pod():
+    mirror = [o for o in documents(kustomize(OVERLAYS / "s3-mirror")) if o["kind"] == "Job"]
+    assert len(mirror) == 1
+    args = mirror[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--to") + 1].startswith("s3://")
+    pulled = next(o for o in documents(kustomize(OVERLAYS / "sglang-2x8-from-s3")) if o["kind"] == "Job")
+    spec = pulled["spec"]
+    args = spec["template"]["spec"]["containers"][0]["args"]
+    assert args[1].startswith("s3://") and "--slices" not in args
+    assert spec.get("completions") == 1 and "completionMode" not in spec
+    env = {e["name"]: e for e in spec["template"]["spec"]["containers"][0]["env"]}
+    assert "secretKeyRef" in env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]

@@ -12,6 +12,9 @@ use ferry_fetcher::s3::{aws_sdk_s3, connect_static, S3};
 pub const ACCESS_KEY: &str = "ferrytestaccesskey";
 pub const SECRET_KEY: &str = "ferry-test-secret-4b1d";
 pub const BUCKET: &str = "models";
+/// A second identity that may read and list but not write.
+pub const READER_KEY: &str = "ferrytestreaderkey";
+pub const READER_SECRET: &str = "ferry-test-reader-9c2e";
 
 pub struct Weed {
     child: Child,
@@ -62,6 +65,10 @@ impl Weed {
                 "name": "ferry",
                 "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }, {
+                "name": "reader",
+                "credentials": [{"accessKey": READER_KEY, "secretKey": READER_SECRET}],
+                "actions": ["Read", "List"],
             }]})
             .to_string(),
         )

@@ -1,5 +1,6 @@
-//! The download Job and container hygiene: slices against the Indexed Job's completions, per-index
-//! retries, tokens written into manifests, and floating image tags.
+//! The download Job and container hygiene: slices against the Indexed Job's completions, slices
+//! with S3 (which ferry refuses), per-index retries, tokens written into manifests, and floating
+//! image tags.
 
 use super::{Context, RuleInfo, Severity};
 use crate::engine::{ferry, flag_value, int_flag_value};
@@ -10,6 +11,13 @@ pub const SLICES: RuleInfo = RuleInfo {
     severity: Severity::Error,
     summary: "`ferry fetch --slices N` in a Job that is not Indexed with completions: N leaves \
               slices undownloaded or downloads them twice.",
+};
+
+pub const S3_SLICES: RuleInfo = RuleInfo {
+    id: "fetch-s3-slices",
+    severity: Severity::Error,
+    summary: "`ferry fetch --slice/--slices` with an s3:// source or target: ferry refuses it, \
+              so every pod of the Job fails; one pod moves an S3 prefix with many connections.",
 };
 
 pub const RETRY_POLICY: RuleInfo = RuleInfo {
@@ -105,6 +113,25 @@ pub(crate) fn check(cx: &mut Context<'_>) {
                 "spec.template.spec.containers[name={}].args",
                 c["name"].as_str().unwrap_or("?")
             );
+            if words.iter().any(|w| w.starts_with("s3://"))
+                && words
+                    .iter()
+                    .any(|w| w == "--slices" || w == "--slice" || w.starts_with("--slice"))
+            {
+                out.push((
+                    &S3_SLICES,
+                    o,
+                    field.clone(),
+                    "`ferry fetch` moves an s3:// prefix with --slice/--slices, which ferry \
+                     refuses (slices apply to hub sources into a shared directory): every pod \
+                     exits 1"
+                        .to_string(),
+                    "drop --slices and run one pod (completions: 1); it opens many ranged \
+                     connections by itself"
+                        .to_string(),
+                ));
+                continue;
+            }
             let indexed = spec["completionMode"].as_str() == Some("Indexed");
             let completions = spec["completions"].as_u64().unwrap_or(1);
             let slices = int_flag_value(&words, &["--slices"]);

@@ -72,6 +72,7 @@ pub const RULES: &[RuleInfo] = &[
     gate::GATE_MODE,
     gate::GATE_MODEL_MISMATCH,
     download::SLICES,
+    download::S3_SLICES,
     download::RETRY_POLICY,
     download::SECRET_IN_ENV,
     download::IMAGE_TAG,

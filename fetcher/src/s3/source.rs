@@ -9,14 +9,17 @@
 //!    its presence means the prefix is complete): the hub's own sha256 / git-sha1;
 //! 2. the object's S3 sha256 checksum (HeadObject with checksum mode), when it is a full-object
 //!    checksum (a multipart "composite" checksum is a hash of part hashes, not of the bytes);
-//! 3. the size alone, with the ETag recorded ([`FileHash::S3Etag`]), and a warning that says so.
+//! 3. the ETag, when it is the MD5 of the bytes ([`FileHash::Md5`]): a single-part upload that is
+//!    not encrypted with KMS or a customer key (AWS documents those ETags as not MD5);
+//! 4. the size alone, with the ETag recorded ([`FileHash::S3Etag`]), and a warning that says so
+//!    (multipart ETags are an MD5 of part MD5s, unverifiable without the part size).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::presigning::PresigningConfig;
-use aws_sdk_s3::types::{ChecksumMode, ChecksumType};
+use aws_sdk_s3::types::{ChecksumMode, ChecksumType, ServerSideEncryption};
 use ferry_sharder::{layout, FileHash, Manifest};
 use futures_util::{StreamExt, TryStreamExt};
 use url::Url;
@@ -89,10 +92,7 @@ pub async fn resolve(s3: &S3, url: &S3Url) -> Result<Snapshot> {
         return from_manifest(url, m, &listed);
     }
     let mut files = futures_util::stream::iter(listed.into_iter().map(|o| async move {
-        let hash = match s3_sha256(s3, url, &o.path).await? {
-            Some(sha) => FileHash::Sha256(sha),
-            None => FileHash::S3Etag(o.etag.clone()),
-        };
+        let hash = server_hash(s3, url, &o.path, &o.etag).await?;
         Ok::<_, Error>((o, hash))
     }))
     .buffer_unordered(HEAD_CONCURRENCY)
@@ -107,9 +107,10 @@ pub async fn resolve(s3: &S3, url: &S3Url) -> Result<Snapshot> {
     if !etag_only.is_empty() {
         tracing::warn!(
             "{url}: no ferry manifest, and {} of {} objects carry no S3 sha256 checksum ({}{}): \
-             those are checked by size only (their ETags are recorded, but an ETag is not a hash \
-             ferry can recompute), so bytes changed on the server at the same size would go \
-             unnoticed; upload with `ferry fetch ORG/NAME --to {url}` to get a verified manifest",
+             those are checked by size only (their ETags are recorded, but a multipart or \
+             KMS-encrypted ETag is not a hash ferry can recompute), so bytes changed on the server \
+             at the same size would go unnoticed; upload with `ferry fetch ORG/NAME --to {url}` to \
+             get a verified manifest",
             etag_only.len(),
             files.len(),
             etag_only[..etag_only.len().min(3)].join(", "),
@@ -271,7 +272,9 @@ fn from_manifest(url: &S3Url, m: Manifest, listed: &[Listed]) -> Result<Snapshot
 }
 
 /// The object's full-object sha256 checksum as hex, when S3 has one.
-async fn s3_sha256(s3: &S3, url: &S3Url, path: &str) -> Result<Option<String>> {
+/// What the server can vouch for about one object's bytes: its full-object sha256 checksum, else
+/// its ETag when that is plainly the MD5 of the bytes, else the ETag as a label only.
+async fn server_hash(s3: &S3, url: &S3Url, path: &str, etag: &str) -> Result<FileHash> {
     let key = url.key(path);
     let head = s3
         .client
@@ -283,12 +286,30 @@ async fn s3_sha256(s3: &S3, url: &S3Url, path: &str) -> Result<Option<String>> {
         .await
         .map_err(|e| s3.error("s3:GetObject", &url.bucket, &key, e))?;
     let composite = head.checksum_type() == Some(&ChecksumType::Composite);
-    Ok(head
+    let sha = head
         .checksum_sha256()
         .filter(|c| !composite && !c.contains('-'))
         .and_then(super::b64_decode)
         .filter(|d| d.len() == 32)
-        .map(hex::encode))
+        .map(hex::encode);
+    if let Some(sha) = sha {
+        return Ok(FileHash::Sha256(sha));
+    }
+    let kms = matches!(
+        head.server_side_encryption(),
+        Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
+    );
+    let customer_key = head.sse_customer_algorithm().is_some();
+    Ok(if etag_is_md5(etag) && !kms && !customer_key {
+        FileHash::Md5(etag.to_ascii_lowercase())
+    } else {
+        FileHash::S3Etag(etag.to_string())
+    })
+}
+
+/// A single-part ETag is 32 hex digits; a multipart one has a `-N` suffix.
+fn etag_is_md5(etag: &str) -> bool {
+    etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// A [`Source`] whose file URLs are presigned GETs, for the shared engine.

@@ -359,6 +359,9 @@ async fn over_limit_rejects_or_throttles_extra_bodies() {
 
     hub.handle
         .set_faults(faults(json!({
+            // Capped so the first body is still streaming when the second arrives: uncapped,
+            // 4 MiB fits in loopback socket buffers before the second request is sent.
+            "bandwidth_per_body_bps": 1048576,
             "body_limit": {"max_bodies": 1, "mode": "throttle", "throttle_bps": 65536}
         })))
         .unwrap();

@@ -27,6 +27,10 @@ pub struct FaultConfig {
     pub cdn_expiry_secs: Option<u64>,
     /// Scoped faults, checked in order.
     pub rules: Vec<FaultRule>,
+    /// Paths added to every file listing (HF tree and siblings, ModelScope files) as 1-byte files
+    /// that are not served: a hostile hub naming `../x` or `/etc/x`, for clients' path checks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_listing_paths: Vec<String>,
 }
 
 /// Connection-over-limit behaviour, for testing adaptive clients.
@@ -343,6 +347,10 @@ impl Faults {
             c.bandwidth_total_bps.unwrap_or(0),
             c.bandwidth_per_body_bps.unwrap_or(0),
         )
+    }
+
+    pub fn extra_listing_paths(&self) -> Vec<String> {
+        self.lock().extra_listing_paths.clone()
     }
 
     pub fn body_limit(&self) -> Option<BodyLimit> {

@@ -109,7 +109,9 @@ pub async fn info(app: &AppState, req: &Req, ns: &str, name: &str, rev: &str) ->
     let siblings: Vec<Value> = snap
         .files
         .iter()
-        .map(|f| json!({ "rfilename": f.path }))
+        .map(|f| f.path.clone())
+        .chain(app.faults.extra_listing_paths())
+        .map(|p| json!({ "rfilename": p }))
         .collect();
     let object_id = &hex::encode(sha1_of(repo.id.as_bytes()))[..24];
     let body = json!({
@@ -199,6 +201,13 @@ pub async fn tree(
             });
         }
         entries.push((f.path.clone(), e));
+    }
+    for p in app.faults.extra_listing_paths() {
+        let oid = hex::encode(sha1_of(p.as_bytes()));
+        entries.push((
+            p.clone(),
+            json!({"type": "file", "oid": oid, "size": 1, "path": p}),
+        ));
     }
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     let page = app.page_size.max(1);

@@ -191,6 +191,15 @@ pub async fn files(app: &AppState, req: &Req, ns: &str, name: &str) -> Response 
             entries.push((f.path.clone(), e));
         }
     }
+    for p in app.faults.extra_listing_paths() {
+        let mut e = common(&p);
+        e["Type"] = json!("blob");
+        e["Size"] = json!(1);
+        e["Sha256"] = json!(hex::encode([0u8; 32]));
+        e["IsLFS"] = json!(false);
+        e["Mode"] = json!("33188");
+        entries.push((p, e));
+    }
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     let files: Vec<Value> = entries.into_iter().map(|(_, v)| v).collect();
     envelope(json!({
