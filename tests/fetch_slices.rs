@@ -146,6 +146,25 @@ fn indexed_job_slices_with_kills_end_in_one_manifest() {
             sent <= total + killed.len() as u64 * 3 * MIB,
             "N={n}: sent {sent}"
         );
+        // `ferry plan slices --repo` shows an operator the very plan the pods worked from.
+        let out = run(hub.ferry().args([
+            "plan",
+            "slices",
+            "--repo",
+            REPO,
+            "--count",
+            &n.to_string(),
+            "--json",
+        ]));
+        assert!(out.status.success(), "{}", text(&out));
+        let planned: Vec<ferry_sharder::slices::Slice> =
+            serde_json::from_slice(&out.stdout).unwrap();
+        let mut done = ferry_sharder::slices::SliceDone::read_all(dir.path()).unwrap();
+        done.sort_by_key(|d| d.index);
+        assert_eq!(done.len(), n as usize);
+        for (p, d) in planned.iter().zip(&done) {
+            assert_eq!((p.index, &p.pieces), (d.index, &d.pieces), "N={n}");
+        }
         // A pod the Job runs again after completion (a retried index) finds the manifest and
         // neither transfers nor rewrites anything: the manifest is committed exactly once.
         let stamp = manifest_stamp(dir.path());

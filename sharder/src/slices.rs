@@ -235,7 +235,13 @@ impl SliceDone {
             let entry = entry.map_err(|e| Error::io(&sdir, e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if !name.ends_with(".json") || !name.contains("-of-") {
+            // Only `I-of-N.json`: the heartbeats beside them (`progress-I-of-N.json`), pins and
+            // temp files are not markers.
+            let is_marker = name
+                .strip_suffix(".json")
+                .and_then(|stem| stem.split_once("-of-"))
+                .is_some_and(|(i, n)| i.parse::<u32>().is_ok() && n.parse::<u32>().is_ok());
+            if !is_marker {
                 continue;
             }
             if let Some(m) = read_marker(&entry.path())? {
@@ -368,6 +374,10 @@ mod tests {
         );
         SliceDone::new(&s[1], 2, "c1").write(dir.path()).unwrap();
         assert!(SliceDone::all_done(dir.path(), 2, "c1").unwrap());
+        // Heartbeats and the pin live beside the markers and are not markers.
+        let sdir = layout::slices_dir(dir.path());
+        std::fs::write(sdir.join("progress-0-of-2.json"), r#"{"bytes_done": 1}"#).unwrap();
+        std::fs::write(sdir.join("pin.json"), r#"{"commit": "c1"}"#).unwrap();
         let all = SliceDone::read_all(dir.path()).unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[1].pieces, s[1].pieces);

@@ -34,6 +34,28 @@ pub struct Source {
     /// or llama-70b.
     #[arg(long)]
     simulate: Option<String>,
+    /// A repo on the hub, ORG/NAME or ORG/NAME@REVISION: its listing, the same plan
+    /// `ferry fetch --slice I/N` computes for it. Slices only.
+    #[arg(long, value_name = "ORG/NAME[@REV]")]
+    repo: Option<String>,
+}
+
+/// With --repo: which hub, and which files (as given to `ferry fetch`).
+#[derive(clap::Args)]
+pub struct HubArgs {
+    /// With --repo: hf or modelscope.
+    #[arg(long, default_value = "hf", requires = "repo")]
+    hub: String,
+    /// With --repo: the hub URL (default: $HF_ENDPOINT / $MODELSCOPE_ENDPOINT, else the public
+    /// hub).
+    #[arg(long, requires = "repo")]
+    endpoint: Option<String>,
+    /// With --repo: only files matching these globs (repeatable), as fetched.
+    #[arg(long, requires = "repo")]
+    include: Vec<String>,
+    /// With --repo: leave out files matching these globs (repeatable), as fetched.
+    #[arg(long, requires = "repo")]
+    exclude: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -43,6 +65,8 @@ pub struct SlicesArgs {
     count: u32,
     #[command(flatten)]
     source: Source,
+    #[command(flatten)]
+    hub: HubArgs,
     /// The plan as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -86,8 +110,22 @@ pub struct WarmArgs {
 }
 
 pub async fn run(cmd: PlanCommand) -> anyhow::Result<()> {
+    let listed = match &cmd {
+        PlanCommand::Slices(a) => match &a.source.repo {
+            Some(spec) => Some(hub_files(&a.hub, spec).await?),
+            None => None,
+        },
+        PlanCommand::Warm(a) if a.source.repo.is_some() => {
+            return Err(Error::CannotPlan {
+                reason: "a warm plan needs the tensors of each shard".into(),
+                hint: "use --dir DIR or --simulate MODEL (a hub listing has no tensors)".into(),
+            }
+            .into())
+        }
+        PlanCommand::Warm(_) => None,
+    };
     tokio::task::spawn_blocking(move || match cmd {
-        PlanCommand::Slices(a) => slices(a),
+        PlanCommand::Slices(a) => slices(a, listed),
         PlanCommand::Warm(a) => warm(a),
     })
     .await
@@ -122,7 +160,34 @@ fn read_file_list(path: &Path) -> anyhow::Result<Vec<SliceInput>> {
     })
 }
 
-fn slices(a: SlicesArgs) -> anyhow::Result<()> {
+/// The files `ferry fetch` would take from the hub for `spec` (ORG/NAME[@REV]), in the same
+/// order and selection, so the plan printed is the plan the pods compute.
+async fn hub_files(hub: &HubArgs, spec: &str) -> anyhow::Result<Vec<SliceInput>> {
+    use ferry_fetcher::source::{Source, SourceKind};
+    let kind = SourceKind::parse(&hub.hub)
+        .with_context(|| format!("unknown hub {:?}; use hf or modelscope", hub.hub))?;
+    let (repo, rev) = match spec.split_once('@') {
+        Some((r, v)) => (r, Some(v)),
+        None => (spec, None),
+    };
+    let endpoint = hub
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| kind.default_endpoint());
+    let source = Source::new(kind, &endpoint, kind.token_from_env())?;
+    let snapshot = source.resolve(repo, rev).await?;
+    let selection = ferry_fetcher::select::Selection::new(&hub.include, &hub.exclude)?;
+    Ok(selection
+        .apply(repo, snapshot.files)?
+        .into_iter()
+        .map(|f| SliceInput {
+            path: f.path,
+            size: f.size,
+        })
+        .collect())
+}
+
+fn slices(a: SlicesArgs, listed: Option<Vec<SliceInput>>) -> anyhow::Result<()> {
     if a.count == 0 {
         return Err(Error::CannotPlan {
             reason: "--count 0".into(),
@@ -130,9 +195,10 @@ fn slices(a: SlicesArgs) -> anyhow::Result<()> {
         }
         .into());
     }
-    let files = match &a.source.files {
-        Some(p) => read_file_list(p)?,
-        None => match &a.source.dir {
+    let files = match (listed, &a.source.files) {
+        (Some(listed), _) => listed,
+        (None, Some(p)) => read_file_list(p)?,
+        (None, None) => match &a.source.dir {
             // A directory being fetched may lack headers yet: slices need sizes only.
             Some(dir) => {
                 let mut v = Vec::new();

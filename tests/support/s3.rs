@@ -106,6 +106,8 @@ impl Weed {
         let child = Command::new(&weed)
             .args(&args)
             .current_dir(dir.path())
+            // weed puts its unix sockets in TMPDIR: keep them with the rest of this server.
+            .env("TMPDIR", dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
