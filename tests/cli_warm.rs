@@ -190,3 +190,102 @@ fn a_plan_without_a_rank_says_how_to_give_one() {
         "{err}"
     );
 }
+
+/// A valid one-tensor safetensors shard of about `len` bytes, written and evicted.
+fn cold_shard(dir: &Path, name: &str, len: u64) -> (PathBuf, ferry_sharder::ManifestFile) {
+    use sha2::Digest as _;
+    // A header padded to 72 bytes keeps the data 8-byte aligned, as the format asks.
+    let data_len = len - 8 - 72;
+    let header =
+        format!(r#"{{"w":{{"dtype":"U8","shape":[{data_len}],"data_offsets":[0,{data_len}]}}}}"#);
+    let header = format!("{header:<72}");
+    assert_eq!(header.len(), 72);
+    let p = cold_file(dir, name, len);
+    let mut bytes = std::fs::read(&p).unwrap();
+    let mut shard = (header.len() as u64).to_le_bytes().to_vec();
+    shard.extend_from_slice(header.as_bytes());
+    bytes.splice(..shard.len(), shard);
+    std::fs::write(&p, &bytes).unwrap();
+    std::fs::File::open(&p).unwrap().sync_all().unwrap();
+    residency::evict(&p).unwrap();
+    let entry = ferry_sharder::ManifestFile {
+        path: name.into(),
+        size: len,
+        hash: ferry_sharder::FileHash::Sha256(hex::encode(sha2::Sha256::digest(&bytes))),
+    };
+    (p, entry)
+}
+
+#[test]
+fn the_sidecar_warms_only_its_nodes_plan() {
+    let d = scratch();
+    let (a, fa) = cold_shard(d.path(), "a.safetensors", 48 * MIB);
+    let (b, fb) = cold_shard(d.path(), "b.safetensors", 48 * MIB);
+    ferry_sharder::Manifest {
+        format: ferry_sharder::manifest::FORMAT,
+        repo: "test-org/two".into(),
+        source: "hf".into(),
+        revision: "main".into(),
+        commit: "ab".repeat(20),
+        ferry_version: "test".into(),
+        completed_at: "2026-01-01T00:00:00Z".into(),
+        files: vec![fa, fb],
+    }
+    .write_atomic(d.path())
+    .unwrap();
+    assert!(resident(&b, 0, u64::MAX) < 0.05);
+    let plan = WarmPlan {
+        format: FORMAT,
+        engine: Engine::Sglang,
+        nnodes: 2,
+        gpus_per_node: 8,
+        tp: 8,
+        pp: 2,
+        model_bytes: 96 * MIB,
+        loader: "test".into(),
+        nodes: vec![
+            NodePlan {
+                node_rank: 0,
+                bytes: 48 * MIB,
+                layers: Some([0, 1]),
+                ranges: vec![FileRange::new("a.safetensors", 0, 48 * MIB)],
+            },
+            NodePlan {
+                node_rank: 1,
+                bytes: 16 * MIB,
+                layers: Some([2, 3]),
+                ranges: vec![FileRange::new("b.safetensors", 16 * MIB, 16 * MIB)],
+            },
+        ],
+    };
+    let plan_path = d.path().join("warm-plan.json");
+    plan.write(&plan_path).unwrap();
+    let out = ferry()
+        .args([
+            "sidecar",
+            "--mode",
+            "init",
+            "--poll-max",
+            "200ms",
+            "--model-dir",
+        ])
+        .arg(d.path())
+        .arg("--plan")
+        .arg(&plan_path)
+        .args(["--node-rank", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(resident(&b, 16 * MIB, 16 * MIB) > 0.95);
+    // Validation read the headers at the start of each file; nothing else outside the plan.
+    let rest = [
+        resident(&a, MIB, 47 * MIB),
+        resident(&b, MIB, 15 * MIB),
+        resident(&b, 32 * MIB, 16 * MIB),
+    ];
+    assert!(rest.iter().all(|&r| r < 0.10), "outside the plan: {rest:?}");
+}

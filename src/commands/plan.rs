@@ -166,19 +166,16 @@ async fn hub_files(hub: &HubArgs, spec: &str) -> anyhow::Result<Vec<SliceInput>>
     use ferry_fetcher::source::{Source, SourceKind};
     let kind = SourceKind::parse(&hub.hub)
         .with_context(|| format!("unknown hub {:?}; use hf or modelscope", hub.hub))?;
-    let (repo, rev) = match spec.split_once('@') {
-        Some((r, v)) => (r, Some(v)),
-        None => (spec, None),
-    };
-    let endpoint = hub
-        .endpoint
-        .clone()
-        .unwrap_or_else(|| kind.default_endpoint());
-    let source = Source::new(kind, &endpoint, kind.token_from_env())?;
-    let snapshot = source.resolve(repo, rev).await?;
-    let selection = ferry_fetcher::select::Selection::new(&hub.include, &hub.exclude)?;
-    Ok(selection
-        .apply(repo, snapshot.files)?
+    let snapshot = Source::list_repo(
+        kind,
+        hub.endpoint.as_deref(),
+        spec,
+        &hub.include,
+        &hub.exclude,
+    )
+    .await?;
+    Ok(snapshot
+        .files
         .into_iter()
         .map(|f| SliceInput {
             path: f.path,

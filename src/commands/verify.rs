@@ -39,19 +39,9 @@ async fn manifest_from_hub(args: &Args, spec: &str) -> anyhow::Result<Manifest> 
     use ferry_fetcher::source::{Source, SourceKind};
     let kind = SourceKind::parse(&args.source)
         .with_context(|| format!("unknown source {:?}; use hf or modelscope", args.source))?;
-    let (repo, rev) = match spec.split_once('@') {
-        Some((r, v)) => (r, Some(v)),
-        None => (spec, None),
-    };
-    let endpoint = args
-        .endpoint
-        .clone()
-        .unwrap_or_else(|| kind.default_endpoint());
-    let source = Source::new(kind, &endpoint, kind.token_from_env())?;
-    let snapshot = source.resolve(repo, rev).await?;
-    let selection = ferry_fetcher::select::Selection::new(&args.include, &[])?;
-    let files = selection.apply(repo, snapshot.files.clone())?;
-    Ok(ferry_fetcher::snapshot::Snapshot { files, ..snapshot }.manifest(kind.id()))
+    let snapshot =
+        Source::list_repo(kind, args.endpoint.as_deref(), spec, &args.include, &[]).await?;
+    Ok(snapshot.manifest(kind.id()))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {

@@ -143,6 +143,31 @@ impl Source {
         }
     }
 
+    /// What `ferry fetch` would take for `spec` (`ORG/NAME` or `ORG/NAME@REV`) from hub `kind`
+    /// at `endpoint` (None: the environment's or the public hub), with the environment's token,
+    /// after --include/--exclude: for commands that plan or check against a repo without
+    /// fetching it.
+    pub async fn list_repo(
+        kind: SourceKind,
+        endpoint: Option<&str>,
+        spec: &str,
+        include: &[String],
+        exclude: &[String],
+    ) -> Result<Snapshot> {
+        let (repo, rev) = match spec.split_once('@') {
+            Some((r, v)) => (r, Some(v)),
+            None => (spec, None),
+        };
+        let endpoint = endpoint
+            .map(str::to_string)
+            .unwrap_or_else(|| kind.default_endpoint());
+        let source = Source::new(kind, &endpoint, kind.token_from_env())?;
+        let snapshot = source.resolve(repo, rev).await?;
+        let selection = crate::select::Selection::new(include, exclude)?;
+        let files = selection.apply(repo, snapshot.files.clone())?;
+        Ok(Snapshot { files, ..snapshot })
+    }
+
     /// The URL whose body is the file's bytes at the snapshot's commit.
     pub fn file_url(&self, snapshot: &Snapshot, file: &RemoteFile) -> Url {
         match self.kind {
