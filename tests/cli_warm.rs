@@ -99,12 +99,9 @@ fn warm_makes_an_evicted_model_resident() {
     assert!(text.contains("GB/s") && text.contains("% after"), "{text}");
 }
 
-#[test]
-fn a_plan_limits_warming_to_this_nodes_ranges() {
-    let d = scratch();
-    let a = cold_file(d.path(), "a.safetensors", 48 * MIB);
-    let b = cold_file(d.path(), "b.safetensors", 48 * MIB);
-    let plan = WarmPlan {
+/// Node 0 reads all of a.safetensors, node 1 the middle third of b.safetensors (48 MiB each).
+fn two_node_plan() -> WarmPlan {
+    WarmPlan {
         format: FORMAT,
         engine: Engine::Vllm,
         nnodes: 2,
@@ -127,7 +124,15 @@ fn a_plan_limits_warming_to_this_nodes_ranges() {
                 ranges: vec![FileRange::new("b.safetensors", 16 * MIB, 16 * MIB)],
             },
         ],
-    };
+    }
+}
+
+#[test]
+fn a_plan_limits_warming_to_this_nodes_ranges() {
+    let d = scratch();
+    let a = cold_file(d.path(), "a.safetensors", 48 * MIB);
+    let b = cold_file(d.path(), "b.safetensors", 48 * MIB);
+    let plan = two_node_plan();
     let plan_path = d.path().join("warm-plan.json");
     plan.write(&plan_path).unwrap();
 
@@ -234,30 +239,7 @@ fn the_sidecar_warms_only_its_nodes_plan() {
     .write_atomic(d.path())
     .unwrap();
     assert!(resident(&b, 0, u64::MAX) < 0.05);
-    let plan = WarmPlan {
-        format: FORMAT,
-        engine: Engine::Sglang,
-        nnodes: 2,
-        gpus_per_node: 8,
-        tp: 8,
-        pp: 2,
-        model_bytes: 96 * MIB,
-        loader: "test".into(),
-        nodes: vec![
-            NodePlan {
-                node_rank: 0,
-                bytes: 48 * MIB,
-                layers: Some([0, 1]),
-                ranges: vec![FileRange::new("a.safetensors", 0, 48 * MIB)],
-            },
-            NodePlan {
-                node_rank: 1,
-                bytes: 16 * MIB,
-                layers: Some([2, 3]),
-                ranges: vec![FileRange::new("b.safetensors", 16 * MIB, 16 * MIB)],
-            },
-        ],
-    };
+    let plan = two_node_plan();
     let plan_path = d.path().join("warm-plan.json");
     plan.write(&plan_path).unwrap();
     let out = ferry()
