@@ -8,7 +8,7 @@ dir=${1:?usage: bench/verify.sh DIR [REPS]}
 reps=${2:-3}
 ferry=${FERRY:-target/release/ferry}
 [ -f "$dir/.ferry/manifest.json" ] || { echo "$dir has no ferry manifest: fetch it with ferry first" >&2; exit 2; }
-mapfile -d '' files < <(cd "$dir" && find . -path ./.ferry -prune -o -type f -print0 | sort -z)
+mapfile -d '' files < <(cd "$dir" && find . \( -path ./.ferry -o -path ./.cache \) -prune -o -type f -print0 | sort -z)
 bytes=$(cd "$dir" && cat "${files[@]}" | wc -c)   # also brings every file into the page cache
 cores=$(nproc)
 declare -A runs

@@ -12,8 +12,10 @@ use support::*;
 
 const MIB: u64 = 1 << 20;
 
-#[test]
-fn kill_9_at_random_moments_then_resume() {
+/// kill -9 a fetch 8 times at random moments, resume, and check what hubsim re-sent against what
+/// a crash may lose: the ranges in flight (`connections` x 1 MiB) and, per file in progress,
+/// the finished ranges not yet synced (less than `sync_every`).
+fn kill_9_at_random_moments_then_resume(sync_every: u64, jobs: u64) {
     let total = 24 * MIB;
     let connections = 4u64;
     let chunk = MIB;
@@ -40,6 +42,8 @@ fn kill_9_at_random_moments_then_resume() {
     let dir = tempfile::tempdir().unwrap();
     let args = |c: &mut std::process::Command| {
         c.args(["fetch", REPO, "--quiet", "--chunk-size", "1MiB"])
+            .args(["--sync-every", &format!("{}B", sync_every)])
+            .args(["--jobs", &jobs.to_string()])
             .args(["--connections", &connections.to_string(), "--to"])
             .arg(dir.path());
     };
@@ -78,12 +82,25 @@ fn kill_9_at_random_moments_then_resume() {
     assert!(out.status.success(), "{}", text(&out));
     assert_same_files(&src, dir.path());
     let sent = hub.stats().bytes_sent;
-    // Each kill can lose at most the ranges in flight: one chunk per connection.
-    let bound = total_bytes + kills * connections * chunk;
+    // Unsynced ranges: below `sync_every` per file in progress, and never more than one chunk
+    // when ranges are synced as they finish.
+    let unsynced = sync_every.saturating_sub(chunk);
+    let bound = total_bytes + kills * (connections * chunk + jobs * unsynced);
     eprintln!(
-        "{kills} kills, hubsim sent {sent} bytes for a {total_bytes}-byte model (bound {bound})"
+        "sync every {sync_every}: {kills} kills, hubsim sent {sent} bytes for a \
+         {total_bytes}-byte model (bound {bound})"
     );
     assert!(sent <= bound, "re-sent too much: {sent} > {bound}");
+}
+
+#[test]
+fn kill_9_with_every_range_synced_loses_only_ranges_in_flight() {
+    kill_9_at_random_moments_then_resume(MIB, 8);
+}
+
+#[test]
+fn kill_9_with_batched_syncs_loses_at_most_the_unsynced_ranges() {
+    kill_9_at_random_moments_then_resume(3 * MIB, 2);
 }
 
 /// Peak RSS of a 163-shard fetch, read from the kernel's high-water mark while it runs.

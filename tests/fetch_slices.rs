@@ -24,6 +24,9 @@ fn spawn_slice(hub: &Hub, dir: &std::path::Path, i: u32, n: u32, from_env: bool)
         "1MiB",
         "--connections",
         "3",
+        // Every finished range durable at once, so a kill loses only the ranges in flight.
+        "--sync-every",
+        "1MiB",
     ]);
     if from_env {
         c.env("JOB_COMPLETION_INDEX", i.to_string())

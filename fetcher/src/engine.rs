@@ -33,6 +33,11 @@ pub struct EngineOptions {
     /// Find the best count up to `connections` by measuring (see [`crate::adapt`]).
     pub adaptive: bool,
     pub chunk_size: u64,
+    /// Finished ranges of a file are made durable (fdatasync, then journaled) once this many
+    /// bytes of them are waiting: per range would cost a sync per `chunk_size`, which at small
+    /// chunks is most of the run's I/O. A crash loses at most this much per file in progress,
+    /// beside the ranges in flight.
+    pub sync_every: u64,
     pub stall_timeout: Duration,
     pub retry_timeout: Duration,
 }
@@ -59,6 +64,8 @@ struct JobState {
     pending: VecDeque<(u64, u64)>,
     active: usize,
     done: RangeSet,
+    /// Finished ranges written but not yet synced and journaled (see `sync_every`).
+    unsynced: Vec<(u64, u64)>,
     finalizing: bool,
     redownloaded: bool,
 }
@@ -112,6 +119,7 @@ impl FileJob {
                     pending,
                     active: 0,
                     done,
+                    unsynced: Vec::new(),
                     finalizing: false,
                     redownloaded: false,
                 }),
@@ -237,6 +245,7 @@ impl Engine {
             c.abort();
         }
         if let Some(e) = self.failed.lock().ok().and_then(|mut f| f.take()) {
+            self.flush_unsynced().await;
             return Err(e);
         }
         Ok(())
@@ -361,22 +370,25 @@ impl Engine {
                     st.pending.is_empty() && st.active == 1 && done.contains(0, job.remote.size)
                 })
                 .unwrap_or(false);
-        if !completes_file {
-            // Data first, then the journal line that vouches for it.
-            let file = Arc::clone(&job.file);
-            let j = Arc::clone(job);
-            let path = job.partial_path.clone();
-            tokio::task::spawn_blocking(move || -> Result<()> {
-                file.sync_data().map_err(|e| Error::io(&path, e))?;
-                let mut journal = j.journal.lock().unwrap_or_else(|p| p.into_inner());
-                journal.record(start, end)
-            })
-            .await
-            .map_err(|e| Error::Task {
-                task: "journal task",
-                message: e.to_string(),
-            })??;
-        }
+        // Synced (or not) before this range stops counting as active, so no other range can
+        // finalize or restart the file while its journal is being written.
+        let to_sync = {
+            let mut st = job.state.lock().unwrap_or_else(|p| p.into_inner());
+            if completes_file {
+                Vec::new()
+            } else {
+                st.unsynced.push((start, end));
+                let waiting: u64 = st.unsynced.iter().map(|(s, e)| e - s).sum();
+                // A piece of a split file must be fully journaled: another pod merges it.
+                let piece_done = !job.whole && st.pending.is_empty() && st.active == 1;
+                if waiting >= self.opts.sync_every || piece_done {
+                    std::mem::take(&mut st.unsynced)
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        self.make_durable(job, to_sync).await?;
         {
             let mut st = job.state.lock().unwrap_or_else(|p| p.into_inner());
             st.done.insert(start, end);
@@ -398,6 +410,44 @@ impl Engine {
             self.finalize(&job).await?;
         }
         Ok(())
+    }
+
+    /// Data first, then the journal lines that vouch for it.
+    async fn make_durable(&self, job: &Arc<FileJob>, ranges: Vec<(u64, u64)>) -> Result<()> {
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        let file = Arc::clone(&job.file);
+        let j = Arc::clone(job);
+        let path = job.partial_path.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            file.sync_data().map_err(|e| Error::io(&path, e))?;
+            let mut journal = j.journal.lock().unwrap_or_else(|p| p.into_inner());
+            journal.record_all(&ranges)
+        })
+        .await
+        .map_err(|e| Error::Task {
+            task: "journal task",
+            message: e.to_string(),
+        })?
+    }
+
+    /// On the way out after an error: what was fetched stays fetched for the next run.
+    async fn flush_unsynced(&self) {
+        let jobs: Vec<Arc<FileJob>> = self.lock_sched().active.clone();
+        for job in jobs {
+            let ranges = job
+                .state
+                .lock()
+                .map(|mut st| std::mem::take(&mut st.unsynced))
+                .unwrap_or_default();
+            if let Err(e) = self.make_durable(&job, ranges).await {
+                tracing::warn!(
+                    "{}: could not journal finished ranges: {e}",
+                    job.remote.path
+                );
+            }
+        }
     }
 
     /// Takes a job off the books: published, or (for a piece) all its ranges journaled.
@@ -530,6 +580,7 @@ impl Engine {
         let (journal, _) = Journal::open(&job.journal_path, job.remote.size, &job.remote.hash)?;
         *job.journal.lock().unwrap_or_else(|p| p.into_inner()) = journal;
         st.done = RangeSet::default();
+        st.unsynced.clear();
         st.pending = chunks(job.remote.size, self.opts.chunk_size).into();
         st.redownloaded = true;
         st.finalizing = false;

@@ -41,6 +41,9 @@ pub struct FetchOptions {
     /// A fixed number of connections in all; None: adaptive up to [`DEFAULT_MAX_CONNECTIONS`].
     pub connections: Option<usize>,
     pub chunk_size: u64,
+    /// Finished ranges are synced and journaled per file once this many bytes of them wait
+    /// (never less than one chunk): the most a crash loses per file in progress.
+    pub sync_every: u64,
     /// No byte for this long on a connection: drop it and reconnect.
     pub stall_timeout: Duration,
     /// A range that keeps failing without progress for this long fails the fetch.
@@ -329,6 +332,7 @@ pub(crate) async fn transfer(
             connections: opts.connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
             adaptive: opts.connections.is_none(),
             chunk_size: opts.chunk_size,
+            sync_every: opts.sync_every.max(opts.chunk_size),
             stall_timeout: opts.stall_timeout,
             retry_timeout: opts.retry_timeout,
         },

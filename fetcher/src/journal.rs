@@ -121,6 +121,16 @@ impl Journal {
     }
 
     /// Records `[start, end)` as finished. The caller has already made the data durable.
+    /// Several finished ranges, one sync for all of them.
+    pub fn record_all(&mut self, ranges: &[(u64, u64)]) -> Result<()> {
+        let lines: String = ranges.iter().map(|(s, e)| format!("{s} {e}\n")).collect();
+        // One write: a crash leaves at most a torn last line, which open() skips.
+        self.file
+            .write_all(lines.as_bytes())
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.file.sync_data().map_err(|e| Error::io(&self.path, e))
+    }
+
     pub fn record(&mut self, start: u64, end: u64) -> Result<()> {
         // One write of a whole line: a crash leaves at most a torn last line, which open() skips.
         self.file

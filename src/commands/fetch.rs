@@ -55,6 +55,10 @@ pub struct Args {
     /// Size of one ranged request, e.g. 64MiB.
     #[arg(long, default_value_t = bytesize::ByteSize(DEFAULT_CHUNK))]
     chunk_size: bytesize::ByteSize,
+    /// Make finished ranges durable (fsync + journal) per file every SIZE, and at least every
+    /// chunk: the most a crash can lose per file in progress, beside the ranges in flight.
+    #[arg(long, default_value_t = bytesize::ByteSize(DEFAULT_CHUNK))]
+    sync_every: bytesize::ByteSize,
     /// Reconnect when a connection sends nothing for this long.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     stall_timeout: Duration,
@@ -125,6 +129,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         jobs: args.jobs.max(1),
         connections: args.connections.map(|c| c.max(1)),
         chunk_size: args.chunk_size.as_u64().max(1 << 20),
+        sync_every: args.sync_every.as_u64(),
         stall_timeout: args.stall_timeout,
         retry_timeout: args.retry_timeout,
         progress,
