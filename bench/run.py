@@ -774,7 +774,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=parse_size, default=parse_size("2GiB"),
                    help="total size of the shards (default 2GiB, 163 shards of ~13 MB: the whole default run "
-                        "takes ~45 min on 2 cores; --size 512MiB for a quicker look)")
+                        "takes ~35 min on 2 cores; --size 512MiB for a quicker look)")
     p.add_argument("--shards", type=int, default=163)
     p.add_argument("--repo", default="deepseek-ai/DeepSeek-R1")
     p.add_argument("--reps", type=int, default=3)
