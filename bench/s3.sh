@@ -28,12 +28,9 @@ JSON
   -admin.port=$a -s3.port.iceberg=0 -s3.port.lance=0 -admin.ui=false -webdav=false \
   -master.telemetry=false -s3.config="$work/s3.json" -bucket=models > "$work/weed.log" 2>&1) &
 weed_pid=$!
-"$bin/hubsim" generate --out "$work/hub/$repo" --repo "$repo" --shards 163 --total-size "$size" >/dev/null
-"$bin/hubsim" serve --root "$work/hub" --listen 127.0.0.1:0 > "$work/hubsim.log" 2>&1 &
-hub_pid=$!
-trap 'kill $hub_pid $weed_pid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q "listening on" "$work/hubsim.log" && break; sleep 0.1; done
-url=$(sed -n 's/^hubsim listening on //p' "$work/hubsim.log")
+. bench/synthetic-hub.sh
+trap 'kill ${hub_pid:-} $weed_pid 2>/dev/null || true' EXIT
+serve_synthetic_hub
 export AWS_ACCESS_KEY_ID=benchkey AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-east-1
 export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$s3 AWS_EC2_METADATA_DISABLED=true
 export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null

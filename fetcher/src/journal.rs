@@ -120,23 +120,20 @@ impl Journal {
         Some(done)
     }
 
-    /// Records `[start, end)` as finished. The caller has already made the data durable.
-    /// Several finished ranges, one sync for all of them.
+    /// Records finished ranges, with one write and one sync for all of them. The caller has
+    /// already made their data durable.
     pub fn record_all(&mut self, ranges: &[(u64, u64)]) -> Result<()> {
         let lines: String = ranges.iter().map(|(s, e)| format!("{s} {e}\n")).collect();
-        // One write: a crash leaves at most a torn last line, which open() skips.
+        // One write of whole lines: a crash leaves at most a torn last line, which open() skips.
         self.file
             .write_all(lines.as_bytes())
             .map_err(|e| Error::io(&self.path, e))?;
         self.file.sync_data().map_err(|e| Error::io(&self.path, e))
     }
 
+    /// Records `[start, end)` as finished.
     pub fn record(&mut self, start: u64, end: u64) -> Result<()> {
-        // One write of a whole line: a crash leaves at most a torn last line, which open() skips.
-        self.file
-            .write_all(format!("{start} {end}\n").as_bytes())
-            .map_err(|e| Error::io(&self.path, e))?;
-        self.file.sync_data().map_err(|e| Error::io(&self.path, e))
+        self.record_all(&[(start, end)])
     }
 }
 

@@ -205,10 +205,12 @@ fn merge_journals(dir: &Path, f: &crate::snapshot::RemoteFile, n: u32) -> Result
     let (mut journal, have) = Journal::open(&main, f.size, &f.hash)?;
     for i in 0..n {
         if let Some(ranges) = Journal::read(&slice_journal(dir, f, i, n), f.size, &f.hash) {
-            for (s, e) in ranges.iter() {
-                if !have.contains(s, e) {
-                    journal.record(s, e)?;
-                }
+            let missing: Vec<(u64, u64)> = ranges
+                .iter()
+                .filter(|&(s, e)| !have.contains(s, e))
+                .collect();
+            if !missing.is_empty() {
+                journal.record_all(&missing)?;
             }
         }
     }
