@@ -8,10 +8,12 @@
 //! - [`warm`]: parallel sequential reads into the page cache, residency before and after.
 //! - [`residency`]: `mincore` measurement and `fadvise` eviction.
 //! - [`cgroup`]: the container's memory limit and the node's available memory.
+//! - [`doctor`]: will the model run on these GPUs with this engine (`ferry doctor`, `--preflight`).
 //! - [`server`], [`metrics`]: the HTTP endpoints and the Prometheus series.
 //! - [`service`]: init mode and serve mode, with graceful shutdown.
 
 pub mod cgroup;
+pub mod doctor;
 pub mod error;
 pub mod gate;
 pub mod metrics;

@@ -9,7 +9,7 @@ use ferry_sidecar::service::{self, Mode, SidecarConfig};
 use ferry_sidecar::warm::WarmOptions;
 
 /// Where serve mode listens unless told otherwise.
-const DEFAULT_LISTEN: &str = "0.0.0.0:9190";
+const DEFAULT_LISTEN: &str = "0.0.0.0:8090";
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum ModeArg {
@@ -38,7 +38,7 @@ pub struct Args {
     /// Parallel readers while warming.
     #[arg(long, default_value_t = WarmOptions::default().jobs)]
     pub jobs: usize,
-    /// Address for /healthz, /readyz, /metrics [default: 0.0.0.0:9190 in serve mode, none in
+    /// Address for /healthz, /readyz, /metrics [default: 0.0.0.0:8090 in serve mode, none in
     /// init mode].
     #[arg(long)]
     pub listen: Option<SocketAddr>,
