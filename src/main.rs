@@ -35,6 +35,8 @@ enum Command {
     Warm(commands::warm::Args),
     /// Gate an engine pod on a complete model: init container or native sidecar.
     Sidecar(commands::sidecar::Args),
+    /// Will this model run on these GPUs with this engine? Checks before the load.
+    Doctor(commands::doctor::Args),
     /// Check Kubernetes manifests for the known traps of serving LLMs.
     Lint(commands::lint::Args),
     /// Render the Kubernetes manifests for a deployment.
@@ -64,6 +66,7 @@ fn main() -> std::process::ExitCode {
             Command::Plan(a) => commands::plan::run(a).await,
             Command::Warm(a) => commands::warm::run(a).await,
             Command::Sidecar(a) => commands::sidecar::run(a).await,
+            Command::Doctor(a) => commands::doctor::run(a).await,
             Command::Lint(a) => commands::lint::run(a).await,
             Command::Deploy(a) => commands::deploy::run(a).await,
         }

@@ -449,3 +449,104 @@ fn serve_gates_on_a_real_fetch_from_hubsim() {
     );
     assert!(sc.terminate().success());
 }
+
+/// A model with 128 attention heads and two layers of one tensor each, complete.
+fn preflight_model(dir: &Path) -> Vec<(&'static str, Vec<u8>)> {
+    let header = br#"{"model.layers.0.mlp.w":{"dtype":"F32","shape":[64],"data_offsets":[0,256]},"model.layers.1.mlp.w":{"dtype":"F32","shape":[64],"data_offsets":[256,512]}}"#;
+    let mut shard = (header.len() as u64).to_le_bytes().to_vec();
+    shard.extend_from_slice(header);
+    shard.extend_from_slice(&[0u8; 512]);
+    let files = vec![
+        (
+            "config.json",
+            br#"{"num_hidden_layers": 2, "num_attention_heads": 128, "num_key_value_heads": 128, "hidden_size": 7168, "max_position_embeddings": 4096, "torch_dtype": "bfloat16"}"#.to_vec(),
+        ),
+        ("model.safetensors", shard),
+    ];
+    write_files(dir, &files);
+    commit_manifest(dir, &files);
+    files
+}
+
+#[test]
+fn preflight_keeps_the_gate_shut_with_the_finding_and_fix() {
+    let d = tempfile::tempdir().unwrap();
+    preflight_model(d.path());
+    let dir = d.path().to_str().unwrap();
+    let args = [
+        "--model-dir",
+        dir,
+        "--preflight",
+        "--tp",
+        "24",
+        "--nnodes",
+        "3",
+        "--gpus-per-node",
+        "8",
+    ];
+    let mut sc = Sidecar::start(&args);
+    sc.wait_for_log("preflight for");
+    let (code, body) = sc.get("/readyz");
+    assert_eq!(code, 503);
+    assert!(body.starts_with("failed: preflight"), "{body}");
+    assert!(
+        body.contains("tp 24 does not divide the model's 128 attention heads"),
+        "{body}"
+    );
+    assert!(
+        body.contains("fix: use a tp that divides 128: 1, 2, 4, 8, 16, 32, 64"),
+        "{body}"
+    );
+    let m = sc.get("/metrics").1;
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("ferry_preflight_finding{") && l.contains("rule=\"tp.heads\""))
+        .unwrap_or_else(|| panic!("no tp.heads finding in\n{m}"));
+    assert!(
+        line.contains("severity=\"error\"") && line.ends_with(" 1"),
+        "{line}"
+    );
+    assert_eq!(metric(&m, "ferry_gate_open"), Some(0.0));
+    assert!(sc.terminate().success());
+    // Init mode exits with the same finding.
+    let (code, err, _) = init(d.path(), &args[2..]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("preflight") && err.contains("tp.heads"),
+        "{err}"
+    );
+}
+
+#[test]
+fn preflight_passes_and_each_node_warms_only_its_share() {
+    let d = tempfile::tempdir().unwrap();
+    let files = preflight_model(d.path());
+    let total: usize = files.iter().map(|f| f.1.len()).sum();
+    let dir = d.path().to_str().unwrap();
+    // Two pipeline stages on two nodes: node 1 holds layer 1 only, so it warms less than all.
+    let args = [
+        "--model-dir",
+        dir,
+        "--preflight",
+        "--warm",
+        "--tp",
+        "1",
+        "--pp",
+        "2",
+        "--nnodes",
+        "2",
+        "--node-rank",
+        "1",
+    ];
+    let mut sc = Sidecar::start(&args);
+    sc.wait_for_status("/readyz", 200);
+    sc.wait_for_log("warmed");
+    let m = sc.get("/metrics").1;
+    let target = metric(&m, "ferry_warm_target_bytes").unwrap();
+    assert!(
+        target > 0.0 && target <= (total - 256) as f64,
+        "{target} of {total}\n{m}"
+    );
+    assert!(!m.contains("rule=\"tp.heads\""), "{m}");
+    assert!(sc.terminate().success());
+}

@@ -67,6 +67,10 @@ pub enum Error {
     )]
     NeedsRank { plan: PathBuf },
 
+    /// The doctor's checks found that the engine cannot run here; each finding carries its fix.
+    #[error("preflight for {dir}: the engine will not run as configured:\n  {findings}")]
+    Preflight { dir: PathBuf, findings: String },
+
     #[error("cannot listen on {addr}: {cause}\n  hint: another process may hold the port; pick another with --listen")]
     Listen {
         addr: SocketAddr,
@@ -105,6 +109,7 @@ impl Error {
             Error::BadModel { .. } | Error::ShortFile { .. } => ErrorKind::Verify,
             Error::NothingToWarm { .. } | Error::NoSuchNode { .. } => ErrorKind::NotFound,
             Error::NeedsRank { .. }
+            | Error::Preflight { .. }
             | Error::Listen { .. }
             | Error::Serve(_)
             | Error::Interrupted { .. }

@@ -4,7 +4,7 @@
 //! [`run`] is the whole sequence as one library call: poll for the completion manifest with
 //! exponential backoff (NFS and CephFS deliver no inotify events, so polling is the only
 //! portable way to notice another host's write), log what is still missing every so often,
-//! validate, warm, open. [`Gate`] is its shared state: the HTTP server reads it for `/readyz` and
+//! validate, run the preflight checks if asked, warm, open. [`Gate`] is its shared state: the HTTP server reads it for `/readyz` and
 //! `/metrics` while `run` writes it.
 
 use std::path::{Path, PathBuf};
@@ -15,7 +15,9 @@ use backon::BackoffBuilder;
 use ferry_sharder::Manifest;
 use serde::Serialize;
 
+use crate::doctor::{self, Deployment, Finding};
 use crate::error::{Error, Result};
+use crate::share::WarmShare;
 use crate::warm::{self, WarmControl, WarmOptions, WarmReport};
 
 /// Where the gate is.
@@ -87,8 +89,7 @@ impl Default for Poll {
 /// Which bytes to warm before opening.
 #[derive(Debug, Clone, Default)]
 pub struct WarmSpec {
-    /// A warm plan and this node's rank in it; `None` warms the whole model.
-    pub plan: Option<(PathBuf, u32)>,
+    pub share: WarmShare,
     pub options: WarmOptions,
 }
 
@@ -101,6 +102,8 @@ pub struct GateConfig {
     /// Re-hash every byte instead of the quick check (names, sizes, headers).
     pub full: bool,
     pub warm: Option<WarmSpec>,
+    /// Run `ferry doctor`'s checks once the model is verified; an error keeps the gate shut.
+    pub preflight: Option<Deployment>,
     pub poll: Poll,
     pub on_bad_model: OnBadModel,
 }
@@ -112,6 +115,7 @@ impl GateConfig {
             timeout: None,
             full: false,
             warm: None,
+            preflight: None,
             poll: Poll::default(),
             on_bad_model: OnBadModel::Fail,
         }
@@ -136,6 +140,8 @@ pub struct Snapshot {
     pub warm_target_bytes: u64,
     pub warm_bytes: u64,
     pub warm: Option<WarmReport>,
+    /// The preflight's errors and warnings (empty until it ran, or when all passed).
+    pub preflight: Vec<Finding>,
 }
 
 #[derive(Debug)]
@@ -147,6 +153,7 @@ struct Inner {
     verify_seconds: Option<f64>,
     warm_target_bytes: u64,
     warm: Option<WarmReport>,
+    preflight: Vec<Finding>,
 }
 
 /// The gate's state, shared between [`run`] and whoever reports on it.
@@ -171,6 +178,7 @@ impl Gate {
                 verify_seconds: None,
                 warm_target_bytes: 0,
                 warm: None,
+                preflight: Vec::new(),
             }),
             model_dir,
             started: Instant::now(),
@@ -210,6 +218,7 @@ impl Gate {
             warm_target_bytes: g.warm_target_bytes,
             warm_bytes: self.warm.bytes_done(),
             warm: g.warm.clone(),
+            preflight: g.preflight.clone(),
         }
     }
 
@@ -299,22 +308,14 @@ pub async fn run(cfg: GateConfig, gate: Arc<Gate>) -> Result<()> {
         }
     };
 
+    if let Some(deployment) = &cfg.preflight {
+        preflight(&cfg, &gate, deployment).await?;
+    }
+
     if let Some(spec) = &cfg.warm {
-        let targets = match &spec.plan {
-            Some((plan, rank)) => {
-                let (d, p, r) = (dir.clone(), plan.clone(), *rank);
-                blocking(move || warm::plan_targets(&d, &p, r)).await??
-            }
-            None => manifest
-                .files
-                .iter()
-                .map(|f| warm::WarmTarget {
-                    path: dir.join(&f.path),
-                    offset: 0,
-                    len: f.size,
-                })
-                .collect(),
-        };
+        tracing::info!("warming {}", spec.share.describe());
+        let (d, share) = (dir.clone(), spec.share.clone());
+        let targets = blocking(move || share.targets(&d)).await??;
         let total: u64 = targets.iter().map(|t| t.len).sum();
         gate.lock().warm_target_bytes = total;
         gate.set(
@@ -367,6 +368,46 @@ pub async fn run(cfg: GateConfig, gate: Arc<Gate>) -> Result<()> {
         gate.started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Runs the doctor's checks until none fails: a failure keeps the gate shut with the finding
+/// and its fix as the detail (init mode returns it). Facts can change (a fabric manager started,
+/// a driver upgraded), so serve mode looks again every `poll.max`.
+async fn preflight(cfg: &GateConfig, gate: &Gate, deployment: &Deployment) -> Result<()> {
+    loop {
+        let (d, dep) = (cfg.model_dir.clone(), deployment.clone());
+        let report = blocking(move || doctor::preflight(&d, dep)).await??;
+        let bad: Vec<Finding> = report
+            .findings
+            .iter()
+            .filter(|f| f.severity >= doctor::Severity::Warning)
+            .cloned()
+            .collect();
+        for w in bad
+            .iter()
+            .filter(|f| f.severity == doctor::Severity::Warning)
+        {
+            tracing::warn!("preflight: {}", w.one_line());
+        }
+        gate.lock().preflight = bad;
+        let errors: Vec<String> = report.errors().map(Finding::one_line).collect();
+        if errors.is_empty() {
+            tracing::info!("preflight passed ({} checks)", report.findings.len());
+            return Ok(());
+        }
+        let err = Error::Preflight {
+            dir: cfg.model_dir.clone(),
+            findings: errors.join("\n  "),
+        };
+        gate.set(Phase::Failed, err.to_string());
+        if cfg.on_bad_model == OnBadModel::Fail
+            || cfg.timeout.is_some_and(|t| gate.started.elapsed() >= t)
+        {
+            return Err(err);
+        }
+        tracing::error!("{err}\n  checking again in {:?}", cfg.poll.max);
+        tokio::time::sleep(cfg.poll.max).await;
+    }
 }
 
 /// The quick check, or the full re-hash with `full`.

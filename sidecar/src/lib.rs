@@ -5,6 +5,7 @@
 //! `/healthz`, `/readyz` and Prometheus `/metrics` all the while.
 //!
 //! - [`gate`]: the wait → verify → warm → open sequence as one library call, [`gate::run`].
+//! - [`share`]: which bytes this node warms (all, a plan file's node, or a plan it computes).
 //! - [`warm`]: parallel sequential reads into the page cache, residency before and after.
 //! - [`residency`]: `mincore` measurement and `fadvise` eviction.
 //! - [`cgroup`]: the container's memory limit and the node's available memory.
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod residency;
 pub mod server;
 pub mod service;
+pub mod share;
 pub mod warm;
 
 pub use error::{Error, Result};

@@ -30,6 +30,14 @@ struct ModelLabels {
     commit: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FindingLabels {
+    rule: String,
+    severity: String,
+    message: String,
+    fix: String,
+}
+
 /// The sidecar's series.
 #[derive(Debug)]
 pub struct Metrics {
@@ -46,6 +54,7 @@ pub struct Metrics {
     warm_seconds: FGauge,
     warm_bytes_per_second: FGauge,
     residency_ratio: FGauge,
+    preflight: Family<FindingLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -70,6 +79,7 @@ impl Metrics {
             warm_seconds: FGauge::default(),
             warm_bytes_per_second: FGauge::default(),
             residency_ratio: FGauge::default(),
+            preflight: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -138,6 +148,12 @@ impl Metrics {
             "Share of the bytes to warm that mincore found in the page cache after warming (0 until then)",
             m.residency_ratio.clone(),
         );
+        r.register(
+            "ferry_preflight_finding",
+            "A preflight check that failed (error: the gate stays shut) or warned: 1, with the \
+             rule, the finding and its fix as labels",
+            m.preflight.clone(),
+        );
         m
     }
 
@@ -172,6 +188,17 @@ impl Metrics {
         self.warm_seconds.set(secs);
         self.warm_bytes_per_second.set(bps);
         self.residency_ratio.set(ratio);
+        self.preflight.clear();
+        for f in &s.preflight {
+            self.preflight
+                .get_or_create(&FindingLabels {
+                    rule: f.rule.to_string(),
+                    severity: f.severity.as_str().to_string(),
+                    message: f.message.clone(),
+                    fix: f.fix.clone().unwrap_or_default(),
+                })
+                .set(1);
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

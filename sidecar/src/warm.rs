@@ -156,20 +156,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<WarmTarget>) -> Result<()> {
 /// This node's ranges from a warm plan written by `ferry plan warm`, as targets under `dir`.
 pub fn plan_targets(dir: &Path, plan: &Path, rank: u32) -> Result<Vec<WarmTarget>> {
     let p = ferry_sharder::warm_plan::WarmPlan::read(plan)?;
-    let node = p.node(rank).ok_or_else(|| Error::NoSuchNode {
-        plan: plan.into(),
-        rank,
-        nodes: p.nodes.len(),
-    })?;
-    Ok(node
-        .ranges
-        .iter()
-        .map(|r| WarmTarget {
-            path: dir.join(&r.path),
-            offset: r.offset,
-            len: r.len,
-        })
-        .collect())
+    crate::share::node_targets(dir, &p, rank, plan.into())
 }
 
 /// Residency of every target, summed.

@@ -40,6 +40,7 @@ fn model(name: &str) -> ModelFacts {
         weight_bytes: Some(weights(name)),
         weight_source: Some("manifest"),
         complete: true,
+        missing_bytes: Some(0),
     }
 }
 
@@ -408,6 +409,20 @@ fn small_shm_and_rdma_env_without_devices() {
     }];
     let r = run(n, model("DeepSeek-R1"), deploy(Engine::Sglang, 16, 1, 2));
     assert_error(&r, "rdma.devices", "/dev/infiniband is missing", "IPC_LOCK");
+}
+
+#[test]
+fn disk_must_hold_what_is_left_to_download() {
+    let mut n = node("H200", 8);
+    n.disk_free_bytes = Some(500_000_000_000);
+    let mut m = model("DeepSeek-R1");
+    m.complete = false;
+    m.missing_bytes = Some(600_000_000_000);
+    let r = run(n.clone(), m.clone(), deploy(Engine::Sglang, 8, 1, 1));
+    assert_error(&r, "disk", "500.0 GB free", "grow the volume");
+    m.missing_bytes = Some(100_000_000_000);
+    let r = run(n, m, deploy(Engine::Sglang, 8, 1, 1));
+    assert_eq!(finding(&r, "disk").severity, Severity::Pass);
 }
 
 #[test]

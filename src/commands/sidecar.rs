@@ -1,14 +1,18 @@
-//! `ferry sidecar`: gate an engine pod on a complete, verified (and warmed) model.
+//! `ferry sidecar`: gate an engine pod on a complete, verified (and warmed) model, and, with
+//! `--preflight`, on `ferry doctor`'s checks passing on this node.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferry_sidecar::gate::{node_rank_from_env, GateConfig, OnBadModel, Poll, WarmSpec};
+use ferry_sidecar::gate::{GateConfig, OnBadModel, Poll, WarmSpec};
 use ferry_sidecar::service::{self, Mode, SidecarConfig};
-use ferry_sidecar::warm::WarmOptions;
 
-/// Where serve mode listens unless told otherwise.
+use super::doctor::EngineArgs;
+use super::warm::ShareArgs;
+
+/// Where serve mode listens unless told otherwise: the port the rendered probes, the README and
+/// the Dockerfile use.
 const DEFAULT_LISTEN: &str = "0.0.0.0:8090";
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -26,18 +30,18 @@ pub struct Args {
     pub model_dir: PathBuf,
     #[arg(long, value_enum, default_value = "serve")]
     pub mode: ModeArg,
-    /// Warm the page cache before opening the gate (the whole model, or this node's plan).
+    /// Warm the page cache before opening the gate: the whole model, a --plan file's node, or,
+    /// with --tp/--pp/--nnodes (or LWS_GROUP_SIZE), this node's share computed from the model.
     #[arg(long)]
     pub warm: bool,
-    /// A warm plan from `ferry plan warm`: warm only this node's ranges (implies --warm).
+    #[command(flatten)]
+    pub share: ShareArgs,
+    /// Run `ferry doctor`'s checks once the model is verified; a failing check keeps the gate
+    /// shut with the finding and its fix on /readyz and /metrics.
     #[arg(long)]
-    pub plan: Option<PathBuf>,
-    /// This node's rank in the plan [default: $NODE_RANK, else $LWS_WORKER_INDEX].
-    #[arg(long)]
-    pub node_rank: Option<u32>,
-    /// Parallel readers while warming.
-    #[arg(long, default_value_t = WarmOptions::default().jobs)]
-    pub jobs: usize,
+    pub preflight: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Address for /healthz, /readyz, /metrics [default: 0.0.0.0:8090 in serve mode, none in
     /// init mode].
     #[arg(long)]
@@ -62,23 +66,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ModeArg::Init => Mode::Init,
         ModeArg::Serve => Mode::Serve,
     };
-    let plan = match args.plan {
-        Some(plan) => {
-            let rank = args
-                .node_rank
-                .or_else(node_rank_from_env)
-                .ok_or_else(|| ferry_sidecar::Error::NeedsRank { plan: plan.clone() })?;
-            Some((plan, rank))
-        }
-        None => None,
-    };
-    let warm = (args.warm || plan.is_some()).then(|| WarmSpec {
-        plan,
-        options: WarmOptions {
-            jobs: args.jobs.max(1),
-            ..WarmOptions::default()
-        },
-    });
+    let warm = (args.warm || args.share.plan.is_some())
+        .then(|| {
+            anyhow::Ok(WarmSpec {
+                share: args.share.share()?,
+                options: args.share.options(),
+            })
+        })
+        .transpose()?;
     let listen = match (args.listen, mode) {
         (Some(a), _) => Some(a),
         (None, Mode::Serve) => Some(DEFAULT_LISTEN.parse()?),
@@ -88,6 +83,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     gate.timeout = args.timeout;
     gate.full = args.full;
     gate.warm = warm;
+    gate.preflight = args
+        .preflight
+        .then(|| args.engine.deployment(&args.share.topology));
     gate.poll = Poll {
         max: args.poll_max,
         log_every: args.log_every,

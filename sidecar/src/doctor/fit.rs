@@ -271,33 +271,43 @@ fn rdma(f: &Facts) -> Vec<Finding> {
     out
 }
 
-/// Free disk for a model not yet complete, and the page cache this container may hold.
+/// Free disk for what is still to download, and the page cache this container may hold.
 fn disk(f: &Facts) -> Vec<Finding> {
     let mut out = Vec::new();
-    if let (false, Some(w), Some(free)) = (
-        f.model.complete,
-        f.model.weight_bytes,
-        f.node.disk_free_bytes,
-    ) {
-        if free < w {
-            out.push(Finding::error(
-                "disk",
-                format!(
-                    "{} free where the model goes, the weights are {}",
-                    gb(free),
-                    gb(w)
-                ),
-                "grow the volume (or free space) before fetching",
-            ));
-        }
+    match (f.model.missing_bytes, f.node.disk_free_bytes) {
+        (Some(missing), Some(free)) if free < missing => out.push(Finding::error(
+            "disk",
+            format!(
+                "{} free where the model goes, {} still to download",
+                gb(free),
+                gb(missing)
+            ),
+            "grow the volume (or free space) before fetching",
+        )),
+        (_, Some(free)) => out.push(Finding::pass(
+            "disk",
+            format!(
+                "{} free where the model goes{}",
+                gb(free),
+                match f.model.missing_bytes {
+                    Some(0) => ", the model is complete".to_string(),
+                    Some(m) => format!(", {} still to download", gb(m)),
+                    None => String::new(),
+                }
+            ),
+        )),
+        _ => {}
     }
     if let Some(w) = f.model.weight_bytes {
         let share = w / u64::from(f.deployment.nnodes.max(1));
         if let Some(why) = f.node.memory.shortfall(share, 0) {
+            // The budget's own hint names `ferry warm` flags; the fix below says it for both.
+            let why = why.split("\n  hint:").next().unwrap_or(&why).to_string();
             out.push(Finding::warning(
                 "page_cache",
                 format!("this node's share ≈ {}: {why}", gb(share)),
-                "warming is only a speed-up: raise the pod's memory limit or warm less",
+                "warming is only a speed-up: raise the pod's memory limit, warm only this \
+                 node's share (--tp/--pp/--nnodes), or leave warming off",
             ));
         }
     }

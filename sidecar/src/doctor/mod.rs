@@ -54,6 +54,17 @@ impl Default for Deployment {
 }
 
 impl Deployment {
+    /// Fills a tp left at 0: every GPU of the group (GPUs per node, else the GPUs NVML sees, ×
+    /// nodes) over pp.
+    pub fn resolve(&mut self, node: &NodeFacts) {
+        if self.tp == 0 {
+            let per_node = self
+                .gpus_per_node
+                .unwrap_or((node.gpus.len() as u32).max(1));
+            self.tp = (per_node * self.nnodes.max(1) / self.pp.max(1)).max(1);
+        }
+    }
+
     /// GPUs the engine's ranks occupy on each node.
     pub fn ranks_per_node(&self) -> u32 {
         (self.tp.max(1) * self.pp.max(1)).div_ceil(self.nnodes.max(1))
@@ -157,7 +168,8 @@ impl Report {
 }
 
 /// Runs every check over `facts`.
-pub fn diagnose(facts: Facts) -> Report {
+pub fn diagnose(mut facts: Facts) -> Report {
+    facts.deployment.resolve(&facts.node);
     let mut findings = gpu::check(&facts);
     findings.extend(fit::check(&facts));
     let ok = !findings.iter().any(|f| f.severity == Severity::Error);
@@ -166,6 +178,18 @@ pub fn diagnose(facts: Facts) -> Report {
         findings,
         ok,
     }
+}
+
+/// The checks over this node and the model in `dir`, as the sidecar's `--preflight` runs them
+/// (blocking: reads NVML, sysfs and the model's config).
+pub fn preflight(dir: &std::path::Path, deployment: Deployment) -> crate::Result<Report> {
+    let model = ModelFacts::from_dir(dir)?;
+    let node = NodeFacts::detect(Some(dir));
+    Ok(diagnose(Facts {
+        node,
+        model,
+        deployment,
+    }))
 }
 
 /// Bytes as GB (10^9), the unit model sizes are quoted in.

@@ -21,6 +21,9 @@ pub struct ModelFacts {
     pub weight_source: Option<&'static str>,
     /// The completion manifest is there: the model is on disk in full.
     pub complete: bool,
+    /// Bytes still to download, when known (0 once complete; a hub listing would tell it for a
+    /// model not fetched yet).
+    pub missing_bytes: Option<u64>,
 }
 
 fn is_weight(path: &str) -> bool {
@@ -43,6 +46,7 @@ impl ModelFacts {
         facts.config = ModelConfig::from_dir(dir)?;
         if let Some(m) = Manifest::read(dir)? {
             facts.complete = true;
+            facts.missing_bytes = Some(0);
             facts.weight_bytes = Some(
                 m.files
                     .iter()
