@@ -1,4 +1,8 @@
+//! The one error type of ferry-deploy, with the kind the binary turns into an exit code.
+
 use std::path::PathBuf;
+
+pub use ferry_sharder::ErrorKind;
 
 /// Everything that can go wrong while rendering or linting manifests.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,22 @@ pub enum Error {
     /// `ferry deploy render` parameters that cannot make a working deployment.
     #[error("invalid render parameters: {0}")]
     Params(String),
+}
+
+impl Error {
+    /// The kind of failure, which the binary maps to its documented exit code: a missing input
+    /// is "not found" (4), other I/O "storage" (7), parameters or manifests that cannot be used
+    /// "usage" (2), a failing `kubectl kustomize` "other" (1).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                ErrorKind::NotFound
+            }
+            Error::Io { .. } => ErrorKind::Storage,
+            Error::Yaml { .. } | Error::Params(_) => ErrorKind::Usage,
+            Error::Kustomize { .. } => ErrorKind::Other,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ferry_deploy::engine::EngineKind;
+use ferry_deploy::engine::InferenceEngine;
 use ferry_deploy::lint::{lint, Finding, Options, Severity, RULES};
 use ferry_deploy::load::{parse_documents, read_file};
 use ferry_deploy::objects::Object;
@@ -25,6 +25,16 @@ fn lint_text(text: &str) -> Vec<Finding> {
         &parse_documents("test", text).expect("parses"),
         &Options::default(),
     )
+}
+
+/// `ferry lint` over a render.
+fn lint_render(p: &Params) -> Vec<Finding> {
+    let objects: Vec<Object> = render(p)
+        .expect("renders")
+        .into_iter()
+        .map(|v| Object::new("render", v))
+        .collect();
+    lint(&objects, &Options::default())
 }
 
 fn rules_of(findings: &[Finding]) -> Vec<&'static str> {
@@ -281,18 +291,13 @@ spec:
 
 #[test]
 fn renders_lint_clean_across_shapes() {
-    for engine in [EngineKind::Sglang, EngineKind::Vllm] {
+    for engine in [InferenceEngine::Sglang, InferenceEngine::Vllm] {
         for (nodes, gpus) in [(1, 1), (1, 8), (2, 8), (4, 4), (8, 2)] {
             let mut p = Params::new(engine, "deepseek-ai/DeepSeek-R1");
             p.nodes = nodes;
             p.gpus_per_node = gpus;
             p.prewarm = nodes > 2;
-            let objects: Vec<Object> = render(&p)
-                .expect("renders")
-                .into_iter()
-                .map(|v| Object::new("render", v))
-                .collect();
-            let findings = lint(&objects, &Options::default());
+            let findings = lint_render(&p);
             assert!(
                 findings.is_empty(),
                 "{} {nodes}x{gpus}: {findings:#?}",
@@ -323,4 +328,42 @@ fn shipped_bases_lint_clean() {
         let findings = lint(&objects, &Options::default());
         assert!(findings.is_empty(), "{engine}: {findings:#?}");
     }
+}
+
+#[test]
+fn renders_with_rdma_volcano_local_disks_and_placement_lint_clean() {
+    use ferry_deploy::render::{toleration, Scheduler, Storage, DEFAULT_RDMA_RESOURCE};
+    for engine in [InferenceEngine::Sglang, InferenceEngine::Vllm] {
+        for host_network in [false, true] {
+            let mut p = Params::new(engine, "deepseek-ai/DeepSeek-R1");
+            p.nodes = 2;
+            p.namespace = Some("llm".into());
+            p.rdma = Some(DEFAULT_RDMA_RESOURCE.into());
+            p.host_network = host_network;
+            p.scheduler = Scheduler::Volcano;
+            p.node_selector = vec![("gpu".into(), "a800".into())];
+            p.tolerations = vec![toleration("dedicated=llm:NoSchedule").expect("parses")];
+            p.prewarm = true;
+            if host_network {
+                p.storage = Storage::Local {
+                    host_path: "/mnt/nvme/models".into(),
+                };
+            }
+            let findings = lint_render(&p);
+            assert!(
+                findings.is_empty(),
+                "{} host_network={host_network}: {findings:#?}",
+                engine.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn render_refuses_what_lint_refuses() {
+    let mut p = Params::new(InferenceEngine::Sglang, "deepseek-ai/DeepSeek-R1");
+    p.nodes = 3;
+    let err = render(&p).unwrap_err();
+    assert!(err.to_string().contains("128 attention heads"), "{err}");
+    assert_eq!(err.kind(), ferry_deploy::error::ErrorKind::Usage);
 }

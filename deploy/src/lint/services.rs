@@ -22,7 +22,7 @@ pub const SELECTS_WORKERS: RuleInfo = RuleInfo {
               HTTP server; select the leader with leaderworkerset.sigs.k8s.io/worker-index: \"0\".",
 };
 
-pub(crate) fn check(cx: &mut Context<'_>) {
+pub(crate) fn check(cx: &Context<'_>) {
     env_collision(cx);
     selects_workers(cx);
 }
@@ -32,7 +32,7 @@ fn env_prefix(name: &str) -> String {
     name.to_ascii_uppercase().replace('-', "_")
 }
 
-fn env_collision(cx: &mut Context<'_>) {
+fn env_collision(cx: &Context<'_>) {
     let objects = cx.objects;
     for svc in objects.iter().filter(|o| o.kind() == "Service") {
         let spec = &svc.value["spec"];
@@ -45,8 +45,8 @@ fn env_collision(cx: &mut Context<'_>) {
         let prefix = env_prefix(svc.name());
         let port = spec["ports"][0]["port"].as_u64().unwrap_or(80);
         for kind in [
-            crate::engine::EngineKind::Sglang,
-            crate::engine::EngineKind::Vllm,
+            crate::engine::InferenceEngine::Sglang,
+            crate::engine::InferenceEngine::Vllm,
         ] {
             let ep = kind.env_prefix();
             let exact = prefix == ep;
@@ -112,7 +112,7 @@ fn env_collision(cx: &mut Context<'_>) {
     }
 }
 
-fn selects_workers(cx: &mut Context<'_>) {
+fn selects_workers(cx: &Context<'_>) {
     let objects = cx.objects;
     for svc in objects.iter().filter(|o| o.kind() == "Service") {
         let Some(selector) = svc.value["spec"]["selector"].as_object() else {

@@ -43,7 +43,7 @@ pub const SHM: RuleInfo = RuleInfo {
               64 MiB default; NCCL and the engines' IPC fail or crash with bus errors.",
 };
 
-pub(crate) fn check(cx: &mut Context<'_>) {
+pub(crate) fn check(cx: &Context<'_>) {
     volume_mismatch(cx);
     model_path(cx);
     shared_claims(cx);
@@ -93,7 +93,7 @@ fn persistent_mounts(pod: &PodTemplate<'_>, container: &Value) -> BTreeMap<Strin
     out
 }
 
-fn volume_mismatch(cx: &mut Context<'_>) {
+fn volume_mismatch(cx: &Context<'_>) {
     let mut out = Vec::new();
     for lws in cx.objects.iter().filter(|o| o.kind() == "LeaderWorkerSet") {
         let engines: Vec<&EnginePod<'_>> = cx.engines_of(lws).collect();
@@ -137,7 +137,7 @@ fn volume_mismatch(cx: &mut Context<'_>) {
     }
 }
 
-fn model_path(cx: &mut Context<'_>) {
+fn model_path(cx: &Context<'_>) {
     let mut out = Vec::new();
     for e in &cx.engines {
         let Some(model) = e.engine.model() else {
@@ -216,7 +216,7 @@ fn model_path(cx: &mut Context<'_>) {
     }
 }
 
-fn shared_claims(cx: &mut Context<'_>) {
+fn shared_claims(cx: &Context<'_>) {
     // claim name -> (pods mounting it, writers?, workloads)
     struct Use<'a> {
         pods: u64,
@@ -309,7 +309,7 @@ fn shared_claims(cx: &mut Context<'_>) {
     }
 }
 
-fn shm(cx: &mut Context<'_>) {
+fn shm(cx: &Context<'_>) {
     let min = cx.options.min_shm_bytes;
     let mut out = Vec::new();
     for e in &cx.engines {
