@@ -7,7 +7,8 @@ pub use ferry_sharder::ErrorKind;
 /// Everything that can go wrong while rendering or linting manifests.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
+    /// The path; the I/O error follows in the chain (`error: PATH: No such file or directory`).
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -35,16 +36,17 @@ pub enum Error {
 
 impl Error {
     /// The kind of failure, which the binary maps to its documented exit code: a missing input
-    /// is "not found" (4), other I/O "storage" (7), parameters or manifests that cannot be used
-    /// "usage" (2), a failing `kubectl kustomize` "other" (1).
+    /// is "not found" (4), other I/O "storage" (7), render parameters that cannot work "usage"
+    /// (2), a manifest that is not YAML or a failing `kubectl kustomize` "other" (1, as lint
+    /// findings are).
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorKind::NotFound
             }
             Error::Io { .. } => ErrorKind::Storage,
-            Error::Yaml { .. } | Error::Params(_) => ErrorKind::Usage,
-            Error::Kustomize { .. } => ErrorKind::Other,
+            Error::Params(_) => ErrorKind::Usage,
+            Error::Yaml { .. } | Error::Kustomize { .. } => ErrorKind::Other,
         }
     }
 }
