@@ -367,3 +367,45 @@ fn render_refuses_what_lint_refuses() {
     assert!(err.to_string().contains("128 attention heads"), "{err}");
     assert_eq!(err.kind(), ferry_deploy::error::ErrorKind::Usage);
 }
+
+#[test]
+fn a_service_named_ollama_collides_with_the_ollama_server() {
+    let text = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ollama}
+spec:
+  selector: {matchLabels: {app: ollama}}
+  template:
+    metadata: {labels: {app: ollama}}
+    spec:
+      enableServiceLinks: LINKS
+      containers:
+        - {name: ollama, image: "ollama/ollama:0.12.6", ports: [{name: http, containerPort: 11434}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: SERVICE}
+spec: {selector: {app: ollama}, ports: [{port: 11434}]}
+"#;
+    let case = |service: &str, links: bool| -> Vec<Finding> {
+        lint_text(
+            &text
+                .replace("SERVICE", service)
+                .replace("LINKS", &links.to_string()),
+        )
+        .into_iter()
+        .filter(|f| f.rule == "service-env-collision")
+        .collect()
+    };
+    let hit = case("ollama", true);
+    assert_eq!(hit.len(), 1, "{hit:#?}");
+    assert_eq!(hit[0].severity, Severity::Error);
+    assert!(
+        hit[0].message.contains("OLLAMA_PORT=tcp://"),
+        "{}",
+        hit[0].message
+    );
+    assert!(case("ollama", false).is_empty());
+    assert!(case("ollama-api", false).is_empty());
+}
