@@ -3,8 +3,7 @@
 
 /// Anything not listed below.
 pub const FAILURE: u8 = 1;
-/// Bad command line (clap's own code).
-#[allow(dead_code)]
+/// Bad command line (clap's own code), or parameters that cannot work together.
 pub const USAGE: u8 = 2;
 /// Missing or wrong token, gated repo without access.
 pub const AUTH: u8 = 3;
@@ -29,6 +28,8 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
             Some(e.kind())
         } else if let Some(e) = cause.downcast_ref::<ferry_sharder::Error>() {
             Some(e.kind())
+        } else if let Some(e) = cause.downcast_ref::<ferry_deploy::Error>() {
+            Some(e.kind())
         } else {
             cause
                 .downcast_ref::<ferry_sidecar::Error>()
@@ -42,6 +43,7 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         Some(ErrorKind::Network) => NETWORK,
         Some(ErrorKind::Storage) => STORAGE,
         Some(ErrorKind::Timeout) => TIMEOUT,
+        Some(ErrorKind::Usage) => USAGE,
         Some(ErrorKind::Other) | None => FAILURE,
     }
 }

@@ -123,14 +123,15 @@ fn several_inputs_are_linted_together() {
 #[test]
 fn unreadable_and_malformed_inputs_fail_with_their_name() {
     let out = run(ferry().args(["lint", "/nonexistent/ferry.yaml"]));
-    assert!(!out.status.success());
+    // Not found: exit 4, as the README's exit codes say.
+    assert_eq!(out.status.code(), Some(4));
     assert!(
         text(&out.stderr).contains("/nonexistent/ferry.yaml"),
         "{}",
         text(&out.stderr)
     );
     let out = run_stdin(&["lint", "-"], "kind: Pod\n  metadata: [\n");
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("-: document 0"),
         "{}",
@@ -203,7 +204,8 @@ fn render_refuses_a_service_named_after_the_engine() {
     let out = run(ferry().args([
         "deploy", "render", "--engine", "vllm", "--model", "x/y", "--name", "vllm",
     ]));
-    assert!(!out.status.success());
+    // Parameters that cannot work are a usage error.
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("VLLM_PORT"),
         "{}",

@@ -6,7 +6,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ferry_sharder::warm_plan::{Engine, FileRange, NodePlan, WarmPlan, FORMAT};
+use ferry_sharder::warm_plan::{FileRange, NodePlan, WarmPlan, FORMAT};
+use ferry_sharder::InferenceEngine;
 use ferry_sidecar::residency;
 
 const MIB: u64 = 1 << 20;
@@ -103,7 +104,7 @@ fn warm_makes_an_evicted_model_resident() {
 fn two_node_plan() -> WarmPlan {
     WarmPlan {
         format: FORMAT,
-        engine: Engine::Vllm,
+        engine: InferenceEngine::Vllm,
         nnodes: 2,
         gpus_per_node: 8,
         tp: 8,

@@ -3,45 +3,14 @@
 
 use serde_json::Value;
 
+pub use ferry_sharder::InferenceEngine;
+
 use crate::objects::list;
-
-/// An inference engine the linter knows the traps of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EngineKind {
-    Sglang,
-    Vllm,
-}
-
-impl EngineKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            EngineKind::Sglang => "sglang",
-            EngineKind::Vllm => "vllm",
-        }
-    }
-
-    /// The prefix of the environment variables the engine reads its own settings from; a Service
-    /// whose name maps onto it injects variables the engine misparses.
-    pub fn env_prefix(self) -> &'static str {
-        match self {
-            EngineKind::Sglang => "SGLANG",
-            EngineKind::Vllm => "VLLM",
-        }
-    }
-
-    /// The engine's port when the command line does not say (`--port`).
-    pub fn default_port(self) -> u16 {
-        match self {
-            EngineKind::Sglang => 30000,
-            EngineKind::Vllm => 8000,
-        }
-    }
-}
 
 /// An engine container and its command line.
 #[derive(Debug, Clone)]
-pub struct Engine {
-    pub kind: EngineKind,
+pub struct EngineCommand {
+    pub kind: InferenceEngine,
     /// The words after the engine's launcher (`sglang.launch_server`, `vllm serve`), or the whole
     /// command line when only the image told us it is an engine.
     pub argv: Vec<String>,
@@ -50,7 +19,7 @@ pub struct Engine {
     pub launches_server: bool,
 }
 
-impl Engine {
+impl EngineCommand {
     /// The value of a flag (`--tp 8`, `--tp=8`); see [`flag_value`].
     pub fn flag(&self, names: &[&str]) -> Option<String> {
         flag_value(&self.argv, names)
@@ -86,7 +55,7 @@ impl Engine {
         if let Some(m) = self.flag(&["--model-path", "--model"]) {
             return Some(m);
         }
-        if self.kind == EngineKind::Vllm && self.launches_server {
+        if self.kind == InferenceEngine::Vllm && self.launches_server {
             // `vllm serve MODEL --flags`: the first word that is neither a flag nor its value.
             let first = self.argv.first()?;
             if !first.starts_with('-') {
@@ -113,7 +82,7 @@ impl Engine {
             return None;
         }
         let dp_multiplies =
-            !(self.kind == EngineKind::Sglang && self.has_flag("--enable-dp-attention"));
+            !(self.kind == InferenceEngine::Sglang && self.has_flag("--enable-dp-attention"));
         let dp = if dp_multiplies { dp.unwrap_or(1) } else { 1 };
         Some(tp.unwrap_or(1) * pp.unwrap_or(1) * dp)
     }
@@ -272,29 +241,29 @@ pub fn split_script(script: &str) -> Vec<Vec<String>> {
 }
 
 /// Recognizes an engine container: by its launcher on the command line first, by its image second.
-pub fn detect(container: &Value) -> Option<Engine> {
+pub fn detect(container: &Value) -> Option<EngineCommand> {
     for cmd in commands(container) {
         for (i, w) in cmd.iter().enumerate() {
             let launcher = match w.as_str() {
-                "sglang.launch_server" => Some((EngineKind::Sglang, i + 1)),
+                "sglang.launch_server" => Some((InferenceEngine::Sglang, i + 1)),
                 "vllm.entrypoints.openai.api_server" | "vllm.entrypoints.api_server" => {
-                    Some((EngineKind::Vllm, i + 1))
+                    Some((InferenceEngine::Vllm, i + 1))
                 }
                 // The console scripts: `vllm serve`, `sglang serve`.
                 s if (s == "vllm" || s.ends_with("/vllm"))
                     && cmd.get(i + 1).map(String::as_str) == Some("serve") =>
                 {
-                    Some((EngineKind::Vllm, i + 2))
+                    Some((InferenceEngine::Vllm, i + 2))
                 }
                 s if (s == "sglang" || s.ends_with("/sglang"))
                     && cmd.get(i + 1).map(String::as_str) == Some("serve") =>
                 {
-                    Some((EngineKind::Sglang, i + 2))
+                    Some((InferenceEngine::Sglang, i + 2))
                 }
                 _ => None,
             };
             if let Some((kind, start)) = launcher {
-                return Some(Engine {
+                return Some(EngineCommand {
                     kind,
                     argv: cmd[start..].to_vec(),
                     launches_server: true,
@@ -308,16 +277,16 @@ pub fn detect(container: &Value) -> Option<Engine> {
         .to_ascii_lowercase();
     let repo = image.rsplit('/').next().unwrap_or("");
     let kind = if repo.starts_with("sglang") || image.contains("/sglang:") {
-        EngineKind::Sglang
+        InferenceEngine::Sglang
     } else if repo.starts_with("vllm") {
-        EngineKind::Vllm
+        InferenceEngine::Vllm
     } else {
         return None;
     };
     // The image's own entrypoint is the launcher: what we have are its arguments.
     let argv = command_line(container);
     let launches_server = container["command"].is_null();
-    Some(Engine {
+    Some(EngineCommand {
         kind,
         argv,
         launches_server,
@@ -383,7 +352,7 @@ mod tests {
         let c = json!({"command": ["python3", "-m", "sglang.launch_server"],
             "args": ["--model-path", "/models/R1", "--tp=16", "--nnodes", "$(LWS_GROUP_SIZE)"]});
         let e = detect(&c).expect("engine");
-        assert_eq!(e.kind, EngineKind::Sglang);
+        assert_eq!(e.kind, InferenceEngine::Sglang);
         assert_eq!(e.tensor_parallel(), Some(16));
         assert_eq!(e.model().as_deref(), Some("/models/R1"));
         assert_eq!(e.flag(&["--nnodes"]).as_deref(), Some("$(LWS_GROUP_SIZE)"));
@@ -396,7 +365,7 @@ mod tests {
         let c = json!({"image": "vllm/vllm-openai:v0.10.1", "command": ["sh", "-c"],
             "args": ["ray start --head; vllm serve /models/R1 --port 8080 \\\n --tensor_parallel_size 8 --pipeline-parallel-size=2 # two nodes"]});
         let e = detect(&c).expect("engine");
-        assert_eq!(e.kind, EngineKind::Vllm);
+        assert_eq!(e.kind, InferenceEngine::Vllm);
         assert!(e.launches_server);
         assert_eq!(e.model().as_deref(), Some("/models/R1"));
         assert_eq!(e.gpus_needed(), Some(16));

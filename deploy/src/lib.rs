@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod lint;
 pub mod load;
+pub mod models;
 pub mod objects;
 pub mod render;
 

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ferry_deploy::engine::EngineKind;
+use ferry_deploy::engine::InferenceEngine;
 use ferry_deploy::lint::{lint, Finding, Options, Severity, RULES};
 use ferry_deploy::load::{parse_documents, read_file};
 use ferry_deploy::objects::Object;
@@ -25,6 +25,16 @@ fn lint_text(text: &str) -> Vec<Finding> {
         &parse_documents("test", text).expect("parses"),
         &Options::default(),
     )
+}
+
+/// `ferry lint` over a render.
+fn lint_render(p: &Params) -> Vec<Finding> {
+    let objects: Vec<Object> = render(p)
+        .expect("renders")
+        .into_iter()
+        .map(|v| Object::new("render", v))
+        .collect();
+    lint(&objects, &Options::default())
 }
 
 fn rules_of(findings: &[Finding]) -> Vec<&'static str> {
@@ -281,18 +291,13 @@ spec:
 
 #[test]
 fn renders_lint_clean_across_shapes() {
-    for engine in [EngineKind::Sglang, EngineKind::Vllm] {
+    for engine in [InferenceEngine::Sglang, InferenceEngine::Vllm] {
         for (nodes, gpus) in [(1, 1), (1, 8), (2, 8), (4, 4), (8, 2)] {
             let mut p = Params::new(engine, "deepseek-ai/DeepSeek-R1");
             p.nodes = nodes;
             p.gpus_per_node = gpus;
             p.prewarm = nodes > 2;
-            let objects: Vec<Object> = render(&p)
-                .expect("renders")
-                .into_iter()
-                .map(|v| Object::new("render", v))
-                .collect();
-            let findings = lint(&objects, &Options::default());
+            let findings = lint_render(&p);
             assert!(
                 findings.is_empty(),
                 "{} {nodes}x{gpus}: {findings:#?}",
@@ -323,4 +328,84 @@ fn shipped_bases_lint_clean() {
         let findings = lint(&objects, &Options::default());
         assert!(findings.is_empty(), "{engine}: {findings:#?}");
     }
+}
+
+#[test]
+fn renders_with_rdma_volcano_local_disks_and_placement_lint_clean() {
+    use ferry_deploy::render::{toleration, Scheduler, Storage, DEFAULT_RDMA_RESOURCE};
+    for engine in [InferenceEngine::Sglang, InferenceEngine::Vllm] {
+        for host_network in [false, true] {
+            let mut p = Params::new(engine, "deepseek-ai/DeepSeek-R1");
+            p.nodes = 2;
+            p.namespace = Some("llm".into());
+            p.rdma = Some(DEFAULT_RDMA_RESOURCE.into());
+            p.host_network = host_network;
+            p.scheduler = Scheduler::Volcano;
+            p.node_selector = vec![("gpu".into(), "a800".into())];
+            p.tolerations = vec![toleration("dedicated=llm:NoSchedule").expect("parses")];
+            p.prewarm = true;
+            if host_network {
+                p.storage = Storage::Local {
+                    host_path: "/mnt/nvme/models".into(),
+                };
+            }
+            let findings = lint_render(&p);
+            assert!(
+                findings.is_empty(),
+                "{} host_network={host_network}: {findings:#?}",
+                engine.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn render_refuses_what_lint_refuses() {
+    let mut p = Params::new(InferenceEngine::Sglang, "deepseek-ai/DeepSeek-R1");
+    p.nodes = 3;
+    let err = render(&p).unwrap_err();
+    assert!(err.to_string().contains("128 attention heads"), "{err}");
+    assert_eq!(err.kind(), ferry_deploy::error::ErrorKind::Usage);
+}
+
+#[test]
+fn a_service_named_ollama_collides_with_the_ollama_server() {
+    let text = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ollama}
+spec:
+  selector: {matchLabels: {app: ollama}}
+  template:
+    metadata: {labels: {app: ollama}}
+    spec:
+      enableServiceLinks: LINKS
+      containers:
+        - {name: ollama, image: "ollama/ollama:0.12.6", ports: [{name: http, containerPort: 11434}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: SERVICE}
+spec: {selector: {app: ollama}, ports: [{port: 11434}]}
+"#;
+    let case = |service: &str, links: bool| -> Vec<Finding> {
+        lint_text(
+            &text
+                .replace("SERVICE", service)
+                .replace("LINKS", &links.to_string()),
+        )
+        .into_iter()
+        .filter(|f| f.rule == "service-env-collision")
+        .collect()
+    };
+    let hit = case("ollama", true);
+    assert_eq!(hit.len(), 1, "{hit:#?}");
+    assert_eq!(hit[0].severity, Severity::Error);
+    assert!(
+        hit[0].message.contains("OLLAMA_PORT=tcp://"),
+        "{}",
+        hit[0].message
+    );
+    assert!(case("ollama", false).is_empty());
+    assert!(case("ollama-api", false).is_empty());
 }

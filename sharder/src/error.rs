@@ -78,6 +78,8 @@ pub enum ErrorKind {
     Storage,
     /// A bounded wait ran out.
     Timeout,
+    /// Parameters that cannot work together (bad flags, a render that cannot be made).
+    Usage,
     /// Anything else.
     Other,
 }

@@ -25,7 +25,8 @@ use std::collections::BTreeSet;
 use crate::error::{Error, Result};
 use crate::model::{expert_of, layer_of, ModelLayout, WeightFile};
 use crate::range::{coalesce, FileRange};
-use crate::warm_plan::{Engine, NodePlan, WarmPlan, FORMAT};
+use crate::warm_plan::{NodePlan, WarmPlan, FORMAT};
+use crate::InferenceEngine;
 
 /// How the engine's loader reads a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,7 +52,7 @@ impl std::str::FromStr for ReadMode {
 /// The deployment a plan is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parallelism {
-    pub engine: Engine,
+    pub engine: InferenceEngine,
     pub nnodes: u32,
     pub gpus_per_node: u32,
     pub tp: u32,
@@ -380,7 +381,7 @@ mod tests {
     #[test]
     fn nodes_map_to_stages_and_tp_ranks() {
         let p = Parallelism {
-            engine: Engine::Vllm,
+            engine: InferenceEngine::Vllm,
             nnodes: 2,
             gpus_per_node: 8,
             tp: 2,

@@ -9,45 +9,17 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::inference_engine::InferenceEngine;
 pub use crate::range::FileRange;
 
 /// Version of the warm-plan format; bumped on incompatible changes.
 pub const FORMAT: u32 = 1;
 
-/// The serving engine whose loader the plan models.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    #[default]
-    Sglang,
-    Vllm,
-}
-
-impl std::fmt::Display for Engine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Engine::Sglang => "sglang",
-            Engine::Vllm => "vllm",
-        })
-    }
-}
-
-impl std::str::FromStr for Engine {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "sglang" => Ok(Engine::Sglang),
-            "vllm" => Ok(Engine::Vllm),
-            _ => Err(format!("unknown engine `{s}`: use sglang or vllm")),
-        }
-    }
-}
-
 /// The whole plan: one entry per node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WarmPlan {
     pub format: u32,
-    pub engine: Engine,
+    pub engine: InferenceEngine,
     pub nnodes: u32,
     pub gpus_per_node: u32,
     /// Tensor-parallel degree (ranks sharing one layer).
@@ -128,7 +100,7 @@ mod tests {
         let p = dir.path().join("plan.json");
         let plan = WarmPlan {
             format: FORMAT,
-            engine: Engine::Vllm,
+            engine: InferenceEngine::Vllm,
             nnodes: 2,
             gpus_per_node: 8,
             tp: 8,

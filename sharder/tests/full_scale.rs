@@ -8,12 +8,13 @@ use std::time::Instant;
 use ferry_sharder::loader::{plan_warm, pp_layers, Parallelism, ReadMode};
 use ferry_sharder::model::{layer_of, ModelLayout};
 use ferry_sharder::slices::plan_slices;
-use ferry_sharder::warm_plan::{Engine, WarmPlan};
+use ferry_sharder::warm_plan::WarmPlan;
+use ferry_sharder::InferenceEngine;
 use ferry_sharder::{sim, validate, verify, FileHash, Manifest, ManifestFile};
 
 fn par(nnodes: u32, gpus: u32, tp: u32, pp: u32) -> Parallelism {
     Parallelism {
-        engine: Engine::Sglang,
+        engine: InferenceEngine::Sglang,
         nnodes,
         gpus_per_node: gpus,
         tp,

@@ -11,7 +11,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use ferry_sharder::warm_plan::{Engine, FileRange, NodePlan, WarmPlan, FORMAT};
+use ferry_sharder::warm_plan::{FileRange, NodePlan, WarmPlan, FORMAT};
+use ferry_sharder::InferenceEngine;
 use ferry_sidecar::residency::{self, Residency};
 use ferry_sidecar::warm::{self, WarmControl, WarmOptions, WarmTarget};
 
@@ -103,7 +104,7 @@ fn a_plan_warms_its_ranges_and_leaves_the_rest_cold() {
     };
     let plan = WarmPlan {
         format: FORMAT,
-        engine: Engine::Sglang,
+        engine: InferenceEngine::Sglang,
         nnodes: 2,
         gpus_per_node: 8,
         tp: 16,

@@ -6,7 +6,7 @@ use anyhow::Context;
 use ferry_sharder::loader::{self, Parallelism, ReadMode};
 use ferry_sharder::model::ModelLayout;
 use ferry_sharder::slices::{plan_slices, SliceInput};
-use ferry_sharder::warm_plan::Engine;
+use ferry_sharder::InferenceEngine;
 use ferry_sharder::{sim, Error};
 
 use super::verify::human;
@@ -88,7 +88,7 @@ pub struct WarmArgs {
     pp: u32,
     /// sglang or vllm.
     #[arg(long, default_value = "sglang")]
-    engine: Engine,
+    engine: InferenceEngine,
     /// Expert parallelism over the TP group (SGLang --ep-size = tp, vLLM --enable-expert-parallel).
     #[arg(long)]
     ep: bool,

@@ -4,9 +4,9 @@ For each kustomize overlay under deploy/overlays and each render:
 - `kubectl kustomize` builds it;
 - core objects validate against the Kubernetes OpenAPI schemas (kubernetes-validate, strict: unknown
   fields are errors), offline: the schemas ship inside the package;
-- LeaderWorkerSet objects validate against the CRD's openAPIV3Schema (deploy/schemas, a copy of
-  the LWS v0.10.0 CRD), made strict the way the API server's field validation is, and their pod
-  templates against the core PodTemplateSpec schema;
+- custom resources validate against their CRD's openAPIV3Schema (deploy/schemas: LWS v0.10.0,
+  Volcano PodGroup v1.15.1, Gateway API HTTPRoute v1.6.1), made strict the way the API server's
+  field validation is, and LWS pod templates against the core PodTemplateSpec schema;
 - `ferry lint` finds nothing.
 
 The binary comes from FERRY_BIN (default: target/debug/ferry, built by scripts/test).
@@ -29,7 +29,13 @@ from referencing import Registry, Resource
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = REPO / "deploy" / "overlays"
-CRD = REPO / "deploy" / "schemas" / "leaderworkerset-crd.yaml"
+SCHEMAS = REPO / "deploy" / "schemas"
+# apiVersion -> (CRD file, kind, version) of every custom resource the manifests use.
+CRDS = {
+    "leaderworkerset.x-k8s.io/v1": ("leaderworkerset-crd.yaml", "v1"),
+    "scheduling.volcano.sh/v1beta1": ("volcano-podgroup-v1.15.1-crd.yaml", "v1beta1"),
+    "gateway.networking.k8s.io/v1": ("gateway-api-httproute-v1.6.1-crd.yaml", "v1"),
+}
 FERRY = Path(os.environ.get("FERRY_BIN", REPO / "target" / "debug" / "ferry"))
 # Native sidecars (restartPolicy: Always init containers) are on by default from 1.29 and GA in
 # 1.33; validate against 1.33, the oldest release where everything these manifests use is GA.
@@ -45,6 +51,18 @@ RENDERS = {
     "distill-1x2": ["--engine", "sglang", "--model", "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", "--nodes", "1",
                     "--gpus-per-node", "2", "--source", "modelscope", "--slices", "4"],
     "vllm-1x8": ["--engine", "vllm", "--model", "deepseek-ai/DeepSeek-R1", "--gpus-per-node", "8"],
+    "sglang-2x8-roce-volcano": ["--engine", "sglang", "--model", "deepseek-ai/DeepSeek-R1", "--nodes", "2",
+                                "--gpus-per-node", "8", "--namespace", "llm", "--rdma", "--host-network",
+                                "--scheduler", "volcano", "--env", "NCCL_IB_HCA=mlx5_bond_0",
+                                "--engine-arg=--enable-dp-attention", "--engine-arg=--dp", "--engine-arg", "16",
+                                "--node-selector", "gpu=a800", "--tolerations", "dedicated=llm:NoSchedule",
+                                "--gpu-type", "A800"],
+    "vllm-2x8-rdma-local": ["--engine", "vllm", "--model", "deepseek-ai/DeepSeek-R1", "--nodes", "2",
+                            "--gpus-per-node", "8", "--rdma", "rdma/hca_shared_devices_a",
+                            "--local-dir", "/mnt/nvme/models", "--hf-endpoint", "https://hf-mirror.com",
+                            "--prewarm"],
+    "sglang-4x8-tp16-pp2": ["--engine", "sglang", "--model", "deepseek-ai/DeepSeek-R1", "--nodes", "4",
+                            "--gpus-per-node", "8", "--tp", "16", "--pp", "2", "--memory", "512Gi"],
 }
 
 needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
@@ -83,10 +101,10 @@ def strict(schema):
     return schema
 
 
-def lws_validator():
-    crd = next(d for d in documents(CRD.read_text()) if d.get("kind") == "CustomResourceDefinition")
-    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
-    return jsonschema.Draft7Validator(strict(version["schema"]["openAPIV3Schema"]))
+def crd_validator(file, version):
+    crd = next(d for d in documents((SCHEMAS / file).read_text()) if d.get("kind") == "CustomResourceDefinition")
+    served = next(v for v in crd["spec"]["versions"] if v["name"] == version)
+    return jsonschema.Draft7Validator(strict(served["schema"]["openAPIV3Schema"]))
 
 
 def pod_template_validator():
@@ -99,7 +117,7 @@ def pod_template_validator():
     return jsonschema.validators.Draft202012Validator(schema, registry=registry)
 
 
-LWS = lws_validator()
+CR_VALIDATORS = {api: crd_validator(file, version) for api, (file, version) in CRDS.items()}
 POD_TEMPLATE = pod_template_validator()
 
 
@@ -113,9 +131,10 @@ def lws_pod_templates(obj):
 def schema_errors(obj):
     """Every schema violation of one object, as readable strings."""
     name = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
-    if obj.get("apiVersion") == "leaderworkerset.x-k8s.io/v1":
-        errors = [f"{name}: {'.'.join(map(str, e.path))}: {e.message}" for e in LWS.iter_errors(obj)]
-        for role, template in lws_pod_templates(obj):
+    validator = CR_VALIDATORS.get(obj.get("apiVersion"))
+    if validator is not None:
+        errors = [f"{name}: {'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(obj)]
+        for role, template in lws_pod_templates(obj) if obj.get("kind") == "LeaderWorkerSet" else ():
             errors += [
                 f"{name}: {role}.{'.'.join(map(str, e.path))}: {e.message}" for e in POD_TEMPLATE.iter_errors(template)
             ]
@@ -164,7 +183,9 @@ OVERLAY_NAMES = sorted(p.name for p in OVERLAYS.iterdir() if (p / "kustomization
 
 
 def test_every_overlay_is_covered():
-    assert {"sglang-2x8", "sglang-4x4", "vllm-2x8", "distill", "openwebui", "prewarm"} <= set(OVERLAY_NAMES)
+    assert {"sglang-2x8", "sglang-4x4", "vllm-2x8", "distill", "openwebui", "prewarm", "sglang-2x8-rdma",
+            "sglang-2x8-roce-hostnet", "sglang-2x8-volcano", "vllm-2x8-rdma", "openwebui-ingress",
+            "openwebui-gateway", "distill-hpa", "sglang-2x8-cfs", "sglang-2x8-local-nvme", "ollama"} <= set(OVERLAY_NAMES)
 
 
 @needs_kubectl
@@ -172,7 +193,10 @@ def test_every_overlay_is_covered():
 def test_overlay_builds_validates_and_lints_clean(overlay, no_network):
     objs = check_set(kustomize(OVERLAYS / overlay))
     kinds = {o["kind"] for o in objs}
-    if overlay.startswith(("sglang", "vllm")):
+    if overlay.endswith("local-nvme"):
+        # Every node's own disk: a per-node download, no shared volume.
+        assert {"LeaderWorkerSet", "DaemonSet", "Service"} <= kinds and "PersistentVolumeClaim" not in kinds
+    elif overlay.startswith(("sglang", "vllm")):
         assert {"LeaderWorkerSet", "Job", "PersistentVolumeClaim", "Service", "StorageClass"} <= kinds
     # Everything namespaced lands in one namespace.
     namespaces = {o["metadata"].get("namespace") for o in objs if o["kind"] not in ("Namespace", "StorageClass")}
@@ -258,3 +282,102 @@ def test_s3_overlays_mirror_once_and_pull_with_one_pod():
     assert spec.get("completions") == 1 and "completionMode" not in spec
     env = {e["name"]: e for e in spec["template"]["spec"]["containers"][0]["env"]}
     assert "secretKeyRef" in env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]
+
+
+def test_podgroup_and_httproute_schemas_reject_bad_fields():
+    pg = next(o for o in documents((REPO / "deploy/components/volcano/podgroup.yaml").read_text()))
+    assert schema_errors(pg) == []
+    bad = copy.deepcopy(pg)
+    bad["spec"]["minMember"] = "two"
+    assert schema_errors(bad)
+    bad = copy.deepcopy(pg)
+    bad["spec"]["minMembers"] = 2
+    assert any("minMembers" in e for e in schema_errors(bad))
+    route = next(o for o in documents((REPO / "deploy/overlays/openwebui-gateway/httproute.yaml").read_text()))
+    assert schema_errors(route) == []
+    bad = copy.deepcopy(route)
+    bad["spec"]["rules"][0]["backendRef"] = bad["spec"]["rules"][0].pop("backendRefs")
+    assert schema_errors(bad)
+
+
+@needs_kubectl
+def test_rdma_overlays_carry_devices_ipc_lock_and_the_host_network_dns_policy():
+    lws = next(o for o in documents(kustomize(OVERLAYS / "sglang-2x8-roce-hostnet")) if o["kind"] == "LeaderWorkerSet")
+    for _, template in lws_pod_templates(lws):
+        spec = template["spec"]
+        engine = spec["containers"][0]
+        assert engine["resources"]["limits"]["rdma/ib"] == "1"
+        assert "IPC_LOCK" in engine["securityContext"]["capabilities"]["add"]
+        env = {e["name"]: e["value"] for e in engine["env"]}
+        assert env["NCCL_SOCKET_IFNAME"] == env["GLOO_SOCKET_IFNAME"] == "bond0"
+        assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+        assert any(v.get("hostPath", {}).get("path") == "/dev/infiniband" for v in spec["volumes"])
+
+
+@needs_kubectl
+def test_volcano_gang_is_the_whole_group():
+    objs = documents(kustomize(OVERLAYS / "sglang-2x8-volcano"))
+    pg = next(o for o in objs if o["kind"] == "PodGroup")
+    lws = next(o for o in objs if o["kind"] == "LeaderWorkerSet")
+    assert pg["spec"]["minMember"] == lws["spec"]["leaderWorkerTemplate"]["size"]
+    for _, template in lws_pod_templates(lws):
+        assert template["spec"]["schedulerName"] == "volcano"
+        assert template["metadata"]["annotations"]["scheduling.k8s.io/group-name"] == pg["metadata"]["name"]
+
+
+@needs_kubectl
+def test_local_nvme_downloads_on_every_node_and_gates_read_the_node_copy():
+    objs = documents(kustomize(OVERLAYS / "sglang-2x8-local-nvme"))
+    assert not [o for o in objs if o["kind"] == "PersistentVolumeClaim"]
+    ds = next(o for o in objs if o["kind"] == "DaemonSet")
+    path = ds["spec"]["template"]["spec"]["volumes"][0]["hostPath"]["path"]
+    lws = next(o for o in objs if o["kind"] == "LeaderWorkerSet")
+    for _, template in lws_pod_templates(lws):
+        assert template["spec"]["volumes"][0]["hostPath"]["path"] == path
+
+
+@needs_kubectl
+def test_ollama_overlay_pulls_with_ferry_and_points_openwebui_at_ollama():
+    objs = documents(kustomize(OVERLAYS / "ollama"))
+    job = next(o for o in objs if o["kind"] == "Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][:4] == [
+        "fetch", "ollama://deepseek-r1:7b", "--to", "/models/ollama"]
+    services = {o["metadata"]["name"] for o in objs if o["kind"] == "Service"}
+    assert "ollama" not in services and "ollama-api" in services
+    ollama = next(o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "ollama")
+    env = {e["name"]: e["value"] for e in ollama["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["OLLAMA_HOST"] == "0.0.0.0:11434" and env["OLLAMA_MODELS"] == "/models/ollama"
+    assert "OLLAMA_SCHED_SPREAD" in env
+    webui = next(o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "open-webui")
+    env = {e["name"]: e["value"] for e in webui["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["OLLAMA_BASE_URL"] == "http://ollama-api:11434"
+
+
+@needs_kubectl
+def test_gpu_hpa_never_scales_down():
+    hpa = next(o for o in documents(kustomize(OVERLAYS / "distill-hpa")) if o["kind"] == "HorizontalPodAutoscaler")
+    assert hpa["spec"]["behavior"]["scaleDown"]["selectPolicy"] == "Disabled"
+    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "DCGM_FI_DEV_GPU_UTIL"
+
+
+def test_render_refuses_tp_not_dividing_heads_and_tp_pp_not_matching_gpus():
+    for args, needle in [
+        (["--nodes", "3", "--gpus-per-node", "8"], "128 attention heads"),
+        (["--nodes", "2", "--gpus-per-node", "8", "--tp", "8", "--pp", "1"], "= 8 GPUs"),
+    ]:
+        out = subprocess.run([str(FERRY), "deploy", "render", "--engine", "sglang", "--model",
+                              "deepseek-ai/DeepSeek-R1", *args], capture_output=True, text=True, timeout=TIMEOUT)
+        assert out.returncode == 2, (out.returncode, out.stderr)
+        assert needle in out.stderr, out.stderr
+
+
+def test_render_header_records_the_command_and_the_apply_order():
+    args = RENDERS["sglang-2x8-roce-volcano"]
+    out = subprocess.run([str(FERRY), "deploy", "render", *args], capture_output=True, text=True, timeout=TIMEOUT)
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0]
+    assert first.startswith("# Rendered by `ferry deploy render ") and "--engine-arg=--enable-dp-attention" in first
+    assert "order does not matter" in out.stdout.split("---")[0]
+    objs = documents(out.stdout)
+    assert objs[0]["kind"] == "Namespace" and objs[0]["metadata"]["name"] == "llm"
+    assert any(o["kind"] == "PodGroup" for o in objs)

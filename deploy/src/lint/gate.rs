@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::{Context, RuleInfo, Severity};
+use super::{Context, EnginePod, RuleInfo, Severity};
 use crate::engine::{ferry, Gate};
 use crate::objects::{clean_path, container_field, list, path_under, PodTemplate};
 
@@ -58,76 +58,93 @@ fn mount_for<'v>(container: &'v Value, path: &str) -> Option<(&'v str, &'v str)>
         .max_by_key(|(_, p)| p.len())
 }
 
-pub(crate) fn check(cx: &mut Context<'_>) {
-    let mut out = Vec::new();
+pub(crate) fn check(cx: &Context<'_>) {
+    no_gate(cx);
+    gate_startup_and_mode(cx);
+    gate_model(cx);
+}
+
+/// Engine pods, one per pod template even with several engine containers in it.
+fn engine_pods<'c, 'a>(cx: &'c Context<'a>) -> Vec<&'c EnginePod<'a>> {
     let mut seen = BTreeSet::new();
-    for e in &cx.engines {
-        // One verdict per pod template, even with several engine containers in it.
-        if !seen.insert((
-            e.object.id(),
-            e.object.source.clone(),
-            e.pod.path.clone(),
-            e.pod.role,
-        )) {
+    cx.engines
+        .iter()
+        .filter(|e| {
+            seen.insert((
+                e.object.id(),
+                e.object.source.clone(),
+                e.pod.path.clone(),
+                e.pod.role,
+            ))
+        })
+        .collect()
+}
+
+/// The gating ferry init containers of a pod.
+fn gates_of<'a>(pod: &PodTemplate<'a>) -> Vec<GateContainer<'a>> {
+    pod.init_containers()
+        .into_iter()
+        .filter_map(|c| {
+            let gate = ferry(c).filter(gating_verb)?;
+            Some(GateContainer {
+                container: c,
+                native: c["restartPolicy"].as_str() == Some("Always"),
+                gate,
+            })
+        })
+        .collect()
+}
+
+fn no_gate(cx: &Context<'_>) {
+    for e in engine_pods(cx) {
+        let pod = &e.pod;
+        if !gates_of(pod).is_empty() {
             continue;
         }
-        let pod: &PodTemplate<'_> = &e.pod;
-        let gates: Vec<GateContainer<'_>> = pod
-            .init_containers()
+        let in_main = pod
+            .containers()
             .into_iter()
-            .filter_map(|c| {
-                let gate = ferry(c).filter(gating_verb)?;
-                Some(GateContainer {
-                    container: c,
-                    native: c["restartPolicy"].as_str() == Some("Always"),
-                    gate,
-                })
-            })
-            .collect();
-        if gates.is_empty() {
-            let in_main = pod
-                .containers()
-                .into_iter()
-                .any(|c| ferry(c).is_some_and(|g| g.verb == "sidecar"));
-            let message = if in_main {
-                format!(
-                    "the ferry sidecar of this {} runs among the main containers, which start \
+            .any(|c| ferry(c).is_some_and(|g| g.verb == "sidecar"));
+        let message = if in_main {
+            format!(
+                "the ferry sidecar of this {} runs among the main containers, which start \
                      together: `{}` does not wait for it",
-                    pod.role.label(),
-                    e.container_name()
-                )
-            } else {
-                format!(
-                    "nothing holds `{}` ({}) back until the model is downloaded and verified: it \
+                pod.role.label(),
+                e.container_name()
+            )
+        } else {
+            format!(
+                "nothing holds `{}` ({}) back until the model is downloaded and verified: it \
                      starts on a partial model",
-                    e.container_name(),
-                    pod.role.label()
-                )
-            };
-            out.push((
-                &NO_GATE,
-                e.object,
-                pod.field("initContainers"),
-                message,
-                "add a ferry init container: native sidecar `ferry sidecar --model-dir DIR --mode \
+                e.container_name(),
+                pod.role.label()
+            )
+        };
+        cx.report(
+            &NO_GATE,
+            e.object,
+            pod.field("initContainers"),
+            message,
+            "add a ferry init container: native sidecar `ferry sidecar --model-dir DIR --mode \
                  serve` with restartPolicy: Always and a startupProbe on /readyz (port 8090), or \
                  `ferry sidecar --model-dir DIR --mode init` as a plain init container"
-                    .to_string(),
-            ));
-            continue;
-        }
-        let model = e
-            .engine
-            .model()
-            .filter(|m| m.starts_with('/'))
-            .map(|m| clean_path(&m));
-        for g in &gates {
+                .to_string(),
+        );
+    }
+}
+
+/// A native sidecar must hold the pod with a startupProbe and serve; a plain init container
+/// must exit.
+fn gate_startup_and_mode(cx: &Context<'_>) {
+    for e in engine_pods(cx) {
+        let pod = &e.pod;
+        for g in &gates_of(pod) {
             let field = |rest: &str| container_field(pod, true, g.container, rest);
             let name = g.container["name"].as_str().unwrap_or("?");
             let mode = g.gate.mode.as_deref();
             if g.native {
                 if !g.container["startupProbe"].is_object() {
-                    out.push((
+                    cx.report(
                         &GATE_NO_STARTUP,
                         e.object,
                         field("startupProbe"),
@@ -139,10 +156,10 @@ pub(crate) fn check(cx: &mut Context<'_>) {
                         "add startupProbe: {httpGet: {path: /readyz, port: 8090}, periodSeconds: \
                          10, failureThreshold: 8640} (a day: a 642 GB download takes hours)"
                             .to_string(),
-                    ));
+                    );
                 }
                 if g.gate.verb != "sidecar" || mode != Some("serve") {
-                    out.push((
+                    cx.report(
                         &GATE_MODE,
                         e.object,
                         field("args"),
@@ -156,10 +173,10 @@ pub(crate) fn check(cx: &mut Context<'_>) {
                         "run `ferry sidecar --mode serve` in a native sidecar, or drop \
                          restartPolicy: Always to make it a plain init container"
                             .to_string(),
-                    ));
+                    );
                 }
             } else if mode == Some("serve") {
-                out.push((
+                cx.report(
                     &GATE_MODE,
                     e.object,
                     field("args"),
@@ -170,15 +187,30 @@ pub(crate) fn check(cx: &mut Context<'_>) {
                     "use `--mode init` here, or add restartPolicy: Always and a startupProbe on \
                      /readyz to make it a native sidecar"
                         .to_string(),
-                ));
+                );
             }
-            // The gate must watch what the engine loads.
+        }
+    }
+}
+
+/// The gate must watch what the engine loads, through the same volume.
+fn gate_model(cx: &Context<'_>) {
+    for e in engine_pods(cx) {
+        let pod = &e.pod;
+        let model = e
+            .engine
+            .model()
+            .filter(|m| m.starts_with('/'))
+            .map(|m| clean_path(&m));
+        for g in &gates_of(pod) {
+            let field = |rest: &str| container_field(pod, true, g.container, rest);
+            let name = g.container["name"].as_str().unwrap_or("?");
             let (Some(model), Some(dir)) = (model.as_deref(), g.gate.model_dir.as_deref()) else {
                 continue;
             };
             let dir = clean_path(dir);
             if dir != model {
-                out.push((
+                cx.report(
                     &GATE_MODEL_MISMATCH,
                     e.object,
                     field("args"),
@@ -187,20 +219,20 @@ pub(crate) fn check(cx: &mut Context<'_>) {
                         e.container_name()
                     ),
                     format!("pass --model-dir {model} to the gate"),
-                ));
+                );
                 continue;
             }
             let gate_vol = mount_for(g.container, &dir).and_then(|(v, _)| pod.volume(v));
             let engine_vol = mount_for(e.container, model).and_then(|(v, _)| pod.volume(v));
             match (gate_vol, engine_vol) {
-                (None, _) => out.push((
+                (None, _) => cx.report(
                     &GATE_MODEL_MISMATCH,
                     e.object,
                     field("volumeMounts"),
                     format!("`{name}` gates {dir} but mounts no volume there: it watches its own empty filesystem"),
                     format!("mount the engine's model volume in `{name}` too (readOnly: true is enough)"),
-                )),
-                (Some(gv), Some(ev)) if gv["name"] != ev["name"] => out.push((
+                ),
+                (Some(gv), Some(ev)) if gv["name"] != ev["name"] => cx.report(
                     &GATE_MODEL_MISMATCH,
                     e.object,
                     field("volumeMounts"),
@@ -211,12 +243,9 @@ pub(crate) fn check(cx: &mut Context<'_>) {
                         ev["name"].as_str().unwrap_or("?")
                     ),
                     "mount the same volume in the gate and the engine".to_string(),
-                )),
+                ),
                 _ => {}
             }
         }
-    }
-    for (rule, o, field, message, fix) in out {
-        cx.report(rule, o, field, message, fix);
     }
 }

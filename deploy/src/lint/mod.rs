@@ -3,15 +3,19 @@
 //! object, the field, what is wrong and the fix.
 
 mod download;
+mod fit;
 mod gate;
+mod network;
+mod ports;
 mod probes;
+mod scheduling;
 mod services;
 mod storage;
 mod topology;
 
 use serde::Serialize;
 
-use crate::engine::{self, Engine};
+use crate::engine::{self, EngineCommand};
 use crate::objects::{Object, PodTemplate};
 
 /// How bad a finding is: errors fail `ferry lint`, warnings are reported.
@@ -58,6 +62,7 @@ pub const RULES: &[RuleInfo] = &[
     probes::STARTUP_TOO_SHORT,
     probes::NO_READINESS,
     probes::LWS_STARTUP_DEADLOCK,
+    ports::PROBE_PORT,
     storage::VOLUME_MISMATCH,
     storage::MODEL_NOT_MOUNTED,
     storage::MODEL_FROM_HUB,
@@ -67,6 +72,12 @@ pub const RULES: &[RuleInfo] = &[
     topology::GPU_MISMATCH,
     topology::MULTINODE_ARGS,
     topology::LWS_RESTART_POLICY,
+    fit::TP_HEADS,
+    fit::DTYPE_GPU,
+    network::RDMA_WITHOUT_DEVICE,
+    network::RDMA_IPC_LOCK,
+    network::HOST_NETWORK_DNS,
+    scheduling::VOLCANO_GANG,
     gate::NO_GATE,
     gate::GATE_NO_STARTUP,
     gate::GATE_MODE,
@@ -102,7 +113,7 @@ pub(crate) struct EnginePod<'a> {
     pub object: &'a Object,
     pub pod: PodTemplate<'a>,
     pub container: &'a serde_json::Value,
-    pub engine: Engine,
+    pub engine: EngineCommand,
 }
 
 impl EnginePod<'_> {
@@ -115,12 +126,51 @@ impl EnginePod<'_> {
     }
 }
 
+/// One container of a pod template, init or main.
+pub(crate) struct ContainerAt<'a> {
+    pub object: &'a Object,
+    pub pod: PodTemplate<'a>,
+    pub init: bool,
+    pub container: &'a serde_json::Value,
+}
+
+impl ContainerAt<'_> {
+    pub fn field(&self, rest: &str) -> String {
+        crate::objects::container_field(&self.pod, self.init, self.container, rest)
+    }
+
+    pub fn name(&self) -> &str {
+        self.container["name"].as_str().unwrap_or("?")
+    }
+}
+
+/// Every container of every pod template of `objects`, main containers before init containers.
+pub(crate) fn all_containers(objects: &[Object]) -> Vec<ContainerAt<'_>> {
+    let mut out = Vec::new();
+    for object in objects {
+        for pod in object.pod_templates() {
+            let main = pod.containers().into_iter().map(|c| (false, c));
+            let init = pod.init_containers().into_iter().map(|c| (true, c));
+            for (init, container) in main.chain(init) {
+                out.push(ContainerAt {
+                    object,
+                    pod: pod.clone(),
+                    init,
+                    container,
+                });
+            }
+        }
+    }
+    out
+}
+
 /// What the rules share: the objects and the engine containers found in them.
 pub(crate) struct Context<'a> {
     pub objects: &'a [Object],
     pub engines: Vec<EnginePod<'a>>,
     pub options: &'a Options,
-    findings: Vec<Finding>,
+    /// Behind a RefCell so a rule can report while it walks `engines`.
+    findings: std::cell::RefCell<Vec<Finding>>,
 }
 
 impl<'a> Context<'a> {
@@ -144,13 +194,13 @@ impl<'a> Context<'a> {
             objects,
             engines,
             options,
-            findings: Vec::new(),
+            findings: Default::default(),
         }
     }
 
     /// Records a finding against `object`.
     pub fn report(
-        &mut self,
+        &self,
         rule: &RuleInfo,
         object: &Object,
         field: impl Into<String>,
@@ -162,7 +212,7 @@ impl<'a> Context<'a> {
 
     /// Records a finding with a severity other than the rule's default.
     pub fn report_as(
-        &mut self,
+        &self,
         rule: &RuleInfo,
         severity: Severity,
         object: &Object,
@@ -170,7 +220,7 @@ impl<'a> Context<'a> {
         message: impl Into<String>,
         fix: impl Into<String>,
     ) {
-        self.findings.push(Finding {
+        self.findings.borrow_mut().push(Finding {
             rule: rule.id,
             severity,
             object: object.id(),
@@ -194,14 +244,18 @@ impl<'a> Context<'a> {
 
 /// Runs every rule over one set of objects. Findings come out errors first, then in object order.
 pub fn lint(objects: &[Object], options: &Options) -> Vec<Finding> {
-    let mut cx = Context::new(objects, options);
-    services::check(&mut cx);
-    probes::check(&mut cx);
-    storage::check(&mut cx);
-    topology::check(&mut cx);
-    gate::check(&mut cx);
-    download::check(&mut cx);
-    let mut findings = cx.findings;
+    let cx = Context::new(objects, options);
+    services::check(&cx);
+    probes::check(&cx);
+    storage::check(&cx);
+    topology::check(&cx);
+    gate::check(&cx);
+    download::check(&cx);
+    ports::check(&cx);
+    fit::check(&cx);
+    network::check(&cx);
+    scheduling::check(&cx);
+    let mut findings = cx.findings.into_inner();
     // One finding per rule, object and field: the same template checked for the leader and a
     // worker built from it (LWS without a leaderTemplate) says the same thing twice otherwise.
     let mut seen = std::collections::HashSet::new();

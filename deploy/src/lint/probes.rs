@@ -34,74 +34,94 @@ pub const LWS_STARTUP_DEADLOCK: RuleInfo = RuleInfo {
               multi-node engine leader is ready only once its workers joined.",
 };
 
-pub(crate) fn check(cx: &mut Context<'_>) {
+pub(crate) fn check(cx: &Context<'_>) {
+    liveness_without_startup(cx);
+    startup_too_short(cx);
+    no_readiness(cx);
+    lws_startup_deadlock(cx);
+}
+
+fn liveness_without_startup(cx: &Context<'_>) {
     let min = cx.options.min_startup_seconds;
-    let mut out = Vec::new();
     for e in &cx.engines {
-        let c = e.container;
-        let startup = &c["startupProbe"];
-        let liveness = &c["livenessProbe"];
-        if liveness.is_object() && !startup.is_object() {
-            let delay = liveness["initialDelaySeconds"].as_u64().unwrap_or(0);
-            if delay < min {
-                out.push((
-                    &LIVENESS_WITHOUT_STARTUP,
-                    e.object,
-                    e.field("livenessProbe"),
-                    format!(
-                        "{} container `{}` has a livenessProbe that fails after {}s and no \
-                         startupProbe: the kubelet kills the engine while it loads the model",
-                        e.engine.kind.name(),
-                        e.container_name(),
-                        probe_budget_seconds(liveness)
-                    ),
-                    format!(
-                        "add a startupProbe on the same endpoint with periodSeconds × \
-                         failureThreshold ≥ {min}s (e.g. periodSeconds: 10, failureThreshold: {})",
-                        min.div_ceil(10)
-                    ),
-                ));
-            }
+        let liveness = &e.container["livenessProbe"];
+        if !liveness.is_object() || e.container["startupProbe"].is_object() {
+            continue;
         }
-        if startup.is_object() {
-            let budget = probe_budget_seconds(startup);
-            if budget < min {
-                out.push((
-                    &STARTUP_TOO_SHORT,
-                    e.object,
-                    e.field("startupProbe"),
-                    format!(
-                        "the startupProbe of `{}` gives the engine {budget}s to come up; loading a \
-                         large model takes longer, and the kubelet restarts the container then",
-                        e.container_name()
-                    ),
-                    format!(
-                        "raise failureThreshold so that initialDelaySeconds + periodSeconds × \
-                         failureThreshold ≥ {min}s"
-                    ),
-                ));
-            }
+        if liveness["initialDelaySeconds"].as_u64().unwrap_or(0) >= min {
+            continue;
         }
-        if e.engine.launches_server
-            && e.pod.role != Role::Worker
-            && !c["readinessProbe"].is_object()
-        {
-            out.push((
-                &NO_READINESS,
-                e.object,
-                e.field("readinessProbe"),
-                format!(
-                    "engine container `{}` has no readinessProbe: the pod joins its Service as \
-                     soon as it starts, long before the model is loaded",
-                    e.container_name()
-                ),
-                format!(
-                    "add readinessProbe: httpGet {{path: /health, port: {}}}",
-                    e.engine.port()
-                ),
-            ));
-        }
+        cx.report(
+            &LIVENESS_WITHOUT_STARTUP,
+            e.object,
+            e.field("livenessProbe"),
+            format!(
+                "{} container `{}` has a livenessProbe that fails after {}s and no startupProbe: \
+                 the kubelet kills the engine while it loads the model",
+                e.engine.kind.name(),
+                e.container_name(),
+                probe_budget_seconds(liveness)
+            ),
+            format!(
+                "add a startupProbe on the same endpoint with periodSeconds × failureThreshold ≥ \
+                 {min}s (e.g. periodSeconds: 10, failureThreshold: {})",
+                min.div_ceil(10)
+            ),
+        );
     }
+}
+
+fn startup_too_short(cx: &Context<'_>) {
+    let min = cx.options.min_startup_seconds;
+    for e in &cx.engines {
+        let startup = &e.container["startupProbe"];
+        let budget = probe_budget_seconds(startup);
+        if !startup.is_object() || budget >= min {
+            continue;
+        }
+        cx.report(
+            &STARTUP_TOO_SHORT,
+            e.object,
+            e.field("startupProbe"),
+            format!(
+                "the startupProbe of `{}` gives the engine {budget}s to come up; loading a large \
+                 model takes longer, and the kubelet restarts the container then",
+                e.container_name()
+            ),
+            format!(
+                "raise failureThreshold so that initialDelaySeconds + periodSeconds × \
+                 failureThreshold ≥ {min}s"
+            ),
+        );
+    }
+}
+
+fn no_readiness(cx: &Context<'_>) {
+    for e in &cx.engines {
+        if !e.engine.launches_server
+            || e.pod.role == Role::Worker
+            || e.container["readinessProbe"].is_object()
+        {
+            continue;
+        }
+        cx.report(
+            &NO_READINESS,
+            e.object,
+            e.field("readinessProbe"),
+            format!(
+                "engine container `{}` has no readinessProbe: the pod joins its Service as soon \
+                 as it starts, long before the model is loaded",
+                e.container_name()
+            ),
+            format!(
+                "add readinessProbe: httpGet {{path: /health, port: {}}}",
+                e.engine.port()
+            ),
+        );
+    }
+}
+
+fn lws_startup_deadlock(cx: &Context<'_>) {
     for lws in cx.objects.iter().filter(|o| o.kind() == "LeaderWorkerSet") {
         let policy = lws.value["spec"]["startupPolicy"].as_str();
         if policy != Some("LeaderReady") || lws.lws_size().unwrap_or(1) < 2 {
@@ -111,19 +131,15 @@ pub(crate) fn check(cx: &mut Context<'_>) {
             .engines_of(lws)
             .any(|e| e.pod.role == Role::Leader && e.container["readinessProbe"].is_object());
         if leader_waits {
-            out.push((
+            cx.report(
                 &LWS_STARTUP_DEADLOCK,
                 lws,
-                "spec.startupPolicy".to_string(),
+                "spec.startupPolicy",
                 "startupPolicy: LeaderReady creates the workers only after the leader is Ready, \
                  and the engine leader's readinessProbe passes only after every worker joined: \
-                 the group never starts"
-                    .to_string(),
-                "use startupPolicy: LeaderCreated (the default)".to_string(),
-            ));
+                 the group never starts",
+                "use startupPolicy: LeaderCreated (the default)",
+            );
         }
-    }
-    for (rule, object, field, message, fix) in out {
-        cx.report(rule, object, field, message, fix);
     }
 }

@@ -3,16 +3,16 @@
 
 use std::collections::BTreeSet;
 
-use super::{Context, RuleInfo, Severity};
-use crate::objects::{Role, LWS_NAME_LABEL, LWS_WORKER_INDEX_LABEL};
+use super::{all_containers, Context, RuleInfo, Severity};
+use crate::engine::InferenceEngine;
+use crate::objects::{Object, Role, LWS_NAME_LABEL, LWS_WORKER_INDEX_LABEL};
 
 pub const ENV_COLLISION: RuleInfo = RuleInfo {
     id: "service-env-collision",
     severity: Severity::Error,
-    summary:
-        "A Service named after an engine (sglang, vllm) makes Kubernetes inject SGLANG_PORT / \
-              VLLM_PORT=tcp://… into pods with service links on; the engine reads that as its own \
-              setting and fails to start.",
+    summary: "A Service named after an engine (sglang, vllm, ollama) makes Kubernetes inject \
+              SGLANG_PORT / VLLM_PORT / OLLAMA_PORT=tcp://… into pods with service links on; the \
+              server reads that as its own setting and fails to start.",
 };
 
 pub const SELECTS_WORKERS: RuleInfo = RuleInfo {
@@ -22,7 +22,7 @@ pub const SELECTS_WORKERS: RuleInfo = RuleInfo {
               HTTP server; select the leader with leaderworkerset.sigs.k8s.io/worker-index: \"0\".",
 };
 
-pub(crate) fn check(cx: &mut Context<'_>) {
+pub(crate) fn check(cx: &Context<'_>) {
     env_collision(cx);
     selects_workers(cx);
 }
@@ -32,7 +32,41 @@ fn env_prefix(name: &str) -> String {
     name.to_ascii_uppercase().replace('-', "_")
 }
 
-fn env_collision(cx: &mut Context<'_>) {
+/// A server that reads its settings from a variable prefix: name, prefix, and its pods as
+/// (object, service links on).
+type EnvReader<'a> = (&'static str, &'static str, Vec<(&'a Object, bool)>);
+
+/// The servers that read settings from a variable prefix: the engines, and Ollama (OLLAMA_*),
+/// recognized by its image.
+fn env_readers<'a>(cx: &Context<'a>) -> Vec<EnvReader<'a>> {
+    let mut out: Vec<_> = InferenceEngine::ALL
+        .iter()
+        .map(|kind| {
+            let pods = cx
+                .engines
+                .iter()
+                .filter(|e| e.engine.kind == *kind)
+                .map(|e| (e.object, e.pod.service_links()))
+                .collect();
+            (kind.name(), kind.env_prefix(), pods)
+        })
+        .collect();
+    let ollama = all_containers(cx.objects)
+        .into_iter()
+        .filter(|c| {
+            let image = c.container["image"].as_str().unwrap_or("");
+            image
+                .rsplit('/')
+                .next()
+                .is_some_and(|r| r.starts_with("ollama"))
+        })
+        .map(|c| (c.object, c.pod.service_links()))
+        .collect();
+    out.push(("ollama", "OLLAMA", ollama));
+    out
+}
+
+fn env_collision(cx: &Context<'_>) {
     let objects = cx.objects;
     for svc in objects.iter().filter(|o| o.kind() == "Service") {
         let spec = &svc.value["spec"];
@@ -44,33 +78,25 @@ fn env_collision(cx: &mut Context<'_>) {
         }
         let prefix = env_prefix(svc.name());
         let port = spec["ports"][0]["port"].as_u64().unwrap_or(80);
-        for kind in [
-            crate::engine::EngineKind::Sglang,
-            crate::engine::EngineKind::Vllm,
-        ] {
-            let ep = kind.env_prefix();
+        for (server, ep, pods) in env_readers(cx) {
             let exact = prefix == ep;
             if !exact && !prefix.starts_with(&format!("{ep}_")) {
                 continue;
             }
-            // The pods of this engine that would receive the variables.
-            let exposed: BTreeSet<String> = cx
-                .engines
+            // The pods of this server that would receive the variables.
+            let in_ns: Vec<_> = pods.iter().filter(|(o, _)| o.same_namespace(svc)).collect();
+            let exposed: BTreeSet<String> = in_ns
                 .iter()
-                .filter(|e| e.engine.kind == kind && e.object.same_namespace(svc))
-                .filter(|e| e.pod.service_links())
-                .map(|e| e.object.id())
+                .filter(|(_, links)| *links)
+                .map(|(o, _)| o.id())
                 .collect();
-            let any_engine = cx
-                .engines
-                .iter()
-                .any(|e| e.engine.kind == kind && e.object.same_namespace(svc));
+            let any_engine = !in_ns.is_empty();
             if any_engine && exposed.is_empty() {
                 continue;
             }
             let vars = format!("{prefix}_PORT=tcp://<cluster-ip>:{port}, {prefix}_SERVICE_HOST, …");
             let who = if exposed.is_empty() {
-                format!("any {} pod in this namespace", kind.name())
+                format!("any {server} pod in this namespace")
             } else {
                 exposed.into_iter().collect::<Vec<_>>().join(", ")
             };
@@ -83,17 +109,15 @@ fn env_collision(cx: &mut Context<'_>) {
             };
             let message = if exact {
                 format!(
-                    "Service `{}` makes Kubernetes inject {vars} into {who}; {} reads {prefix}_PORT \
-                     as its own port setting and crashes parsing `tcp://…`",
+                    "Service `{}` makes Kubernetes inject {vars} into {who}; {server} reads \
+                     {prefix}_* as its own settings and fails on `tcp://…`",
                     svc.name(),
-                    kind.name()
                 )
             } else {
                 format!(
-                    "Service `{}` injects {vars} into {who}: variables in {}'s own {ep}_ namespace, \
-                     which it may read as settings",
+                    "Service `{}` injects {vars} into {who}: variables in {server}'s own {ep}_ \
+                     namespace, which it may read as settings",
                     svc.name(),
-                    kind.name()
                 )
             };
             cx.report_as(
@@ -103,16 +127,15 @@ fn env_collision(cx: &mut Context<'_>) {
                 "metadata.name",
                 message,
                 format!(
-                    "rename the Service after the model, not the engine (e.g. `deepseek-r1-api`), \
-                     and set `enableServiceLinks: false` in every {} pod spec",
-                    kind.name()
+                    "rename the Service after the model, not the engine (e.g. `deepseek-r1-api`, \
+                     `ollama-api`), and set `enableServiceLinks: false` in every {server} pod spec"
                 ),
             );
         }
     }
 }
 
-fn selects_workers(cx: &mut Context<'_>) {
+fn selects_workers(cx: &Context<'_>) {
     let objects = cx.objects;
     for svc in objects.iter().filter(|o| o.kind() == "Service") {
         let Some(selector) = svc.value["spec"]["selector"].as_object() else {

@@ -43,9 +43,10 @@ pub const SHM: RuleInfo = RuleInfo {
               64 MiB default; NCCL and the engines' IPC fail or crash with bus errors.",
 };
 
-pub(crate) fn check(cx: &mut Context<'_>) {
+pub(crate) fn check(cx: &Context<'_>) {
     volume_mismatch(cx);
-    model_path(cx);
+    model_not_mounted(cx);
+    model_from_hub(cx);
     shared_claims(cx);
     shm(cx);
 }
@@ -93,7 +94,7 @@ fn persistent_mounts(pod: &PodTemplate<'_>, container: &Value) -> BTreeMap<Strin
     out
 }
 
-fn volume_mismatch(cx: &mut Context<'_>) {
+fn volume_mismatch(cx: &Context<'_>) {
     let mut out = Vec::new();
     for lws in cx.objects.iter().filter(|o| o.kind() == "LeaderWorkerSet") {
         let engines: Vec<&EnginePod<'_>> = cx.engines_of(lws).collect();
@@ -137,33 +138,38 @@ fn volume_mismatch(cx: &mut Context<'_>) {
     }
 }
 
-fn model_path(cx: &mut Context<'_>) {
-    let mut out = Vec::new();
+/// The literal model an engine loads, skipping values the kubelet expands at start.
+fn literal_model(e: &EnginePod<'_>) -> Option<String> {
+    e.engine
+        .model()
+        .filter(|m| !m.contains("$(") && !m.contains("${"))
+}
+
+fn model_from_hub(cx: &Context<'_>) {
     for e in &cx.engines {
-        let Some(model) = e.engine.model() else {
+        let Some(model) = literal_model(e).filter(|m| !m.starts_with('/')) else {
             continue;
         };
-        if model.contains("$(") || model.contains("${") {
+        cx.report(
+            &MODEL_FROM_HUB,
+            e.object,
+            e.field("args"),
+            format!(
+                "`{}` loads `{model}` from a hub: each of the group's pods downloads the weights \
+                 itself when it starts, with nothing verifying or gating them",
+                e.container_name()
+            ),
+            "download once with the ferry download Job into a shared PVC and point \
+             --model-path / --model at the local directory",
+        );
+    }
+}
+
+fn model_not_mounted(cx: &Context<'_>) {
+    for e in &cx.engines {
+        let Some(model) = literal_model(e).filter(|m| m.starts_with('/')) else {
             continue;
-        }
-        let flag_field = e.field("args");
-        if !model.starts_with('/') {
-            out.push((
-                &MODEL_FROM_HUB,
-                Severity::Warning,
-                e.object,
-                flag_field,
-                format!(
-                    "`{}` loads `{model}` from a hub: each of the group's pods downloads the weights \
-                     itself when it starts, with nothing verifying or gating them",
-                    e.container_name()
-                ),
-                "download once with the ferry download Job into a shared PVC and point \
-                 --model-path / --model at the local directory"
-                    .to_string(),
-            ));
-            continue;
-        }
+        };
         let model = clean_path(&model);
         let mounts: Vec<(&str, &str)> = list(&e.container["volumeMounts"])
             .into_iter()
@@ -174,11 +180,10 @@ fn model_path(cx: &mut Context<'_>) {
             .filter(|(p, _)| path_under(&model, p))
             .max_by_key(|(p, _)| p.len());
         match best {
-            None => out.push((
+            None => cx.report(
                 &MODEL_NOT_MOUNTED,
-                Severity::Error,
                 e.object,
-                flag_field,
+                e.field("args"),
                 format!(
                     "`{}` loads the model from {model}, which is under none of its volumeMounts ({})",
                     e.container_name(),
@@ -192,31 +197,28 @@ fn model_path(cx: &mut Context<'_>) {
                     "mount the model PVC in this container at a parent of {model} (e.g. \
                      volumeMounts: [{{name: models, mountPath: /models, readOnly: true}}])"
                 ),
-            )),
+            ),
             Some((path, name)) => {
                 let empty_dir = e.pod.volume(name).is_some_and(|v| v["emptyDir"].is_object());
                 if empty_dir {
-                    out.push((
+                    cx.report_as(
                         &MODEL_NOT_MOUNTED,
                         Severity::Warning,
                         e.object,
-                        flag_field,
+                        e.field("args"),
                         format!(
                             "the model at {model} lives in emptyDir volume `{name}` (mounted at \
                              {path}): it is empty when the pod starts and lost when it restarts"
                         ),
-                        "keep the model on the shared model PVC".to_string(),
-                    ));
+                        "keep the model on the shared model PVC",
+                    );
                 }
             }
         }
     }
-    for (rule, sev, o, field, message, fix) in out {
-        cx.report_as(rule, sev, o, field, message, fix);
-    }
 }
 
-fn shared_claims(cx: &mut Context<'_>) {
+fn shared_claims(cx: &Context<'_>) {
     // claim name -> (pods mounting it, writers?, workloads)
     struct Use<'a> {
         pods: u64,
@@ -309,7 +311,7 @@ fn shared_claims(cx: &mut Context<'_>) {
     }
 }
 
-fn shm(cx: &mut Context<'_>) {
+fn shm(cx: &Context<'_>) {
     let min = cx.options.min_shm_bytes;
     let mut out = Vec::new();
     for e in &cx.engines {

@@ -2,7 +2,7 @@
 //! of leader and workers, the rendezvous arguments, and what LWS does when one pod restarts.
 
 use super::{Context, RuleInfo, Severity};
-use crate::engine::EngineKind;
+use crate::engine::InferenceEngine;
 use crate::objects::{gpus, Role};
 
 pub const PARALLELISM: RuleInfo = RuleInfo {
@@ -33,8 +33,15 @@ pub const LWS_RESTART_POLICY: RuleInfo = RuleInfo {
               pod alone; it cannot rejoin the running NCCL group and the group hangs.",
 };
 
-pub(crate) fn check(cx: &mut Context<'_>) {
-    let mut out = Vec::new();
+pub(crate) fn check(cx: &Context<'_>) {
+    parallelism(cx);
+    gpu_limits(cx);
+    multinode_args(cx);
+    restart_policy(cx);
+}
+
+/// Parallel sizes against the GPUs of the whole group, and leader against workers.
+fn parallelism(cx: &Context<'_>) {
     for object in cx.objects {
         let size = object.lws_size().unwrap_or(1);
         let engines: Vec<_> = cx.engines_of(object).collect();
@@ -42,7 +49,6 @@ pub(crate) fn check(cx: &mut Context<'_>) {
             .iter()
             .find(|e| e.pod.role != Role::Worker && e.engine.launches_server);
         let worker = engines.iter().find(|e| e.pod.role == Role::Worker);
-
         // Parallel sizes against the GPUs the whole group has.
         if let Some(h) = head {
             if let Some(needed) = h.engine.gpus_needed() {
@@ -65,7 +71,7 @@ pub(crate) fn check(cx: &mut Context<'_>) {
                     } else {
                         "the rest of the GPUs sit idle"
                     };
-                    out.push((
+                    cx.report_as(
                         &PARALLELISM,
                         severity,
                         object,
@@ -84,7 +90,7 @@ pub(crate) fn check(cx: &mut Context<'_>) {
                         } else {
                             format!("set --tp {per_pod} or nvidia.com/gpu: {needed}")
                         },
-                    ));
+                    );
                 }
             }
             // Leader and worker must agree on the parallel sizes.
@@ -92,7 +98,7 @@ pub(crate) fn check(cx: &mut Context<'_>) {
                 let (lt, wt) = (h.engine.tensor_parallel(), w.engine.tensor_parallel());
                 let (lp, wp) = (h.engine.pipeline_parallel(), w.engine.pipeline_parallel());
                 if lt != wt || lp != wp {
-                    out.push((
+                    cx.report_as(
                         &PARALLELISM,
                         Severity::Error,
                         object,
@@ -104,17 +110,24 @@ pub(crate) fn check(cx: &mut Context<'_>) {
                             describe_parallel(&w.engine)
                         ),
                         "give leader and workers the same --tp / --pp".to_string(),
-                    ));
+                    );
                 }
             }
         }
+    }
+}
 
+/// The GPU limits of leader and workers.
+fn gpu_limits(cx: &Context<'_>) {
+    for object in cx.objects {
+        let engines: Vec<_> = cx.engines_of(object).collect();
+        let worker = engines.iter().find(|e| e.pod.role == Role::Worker);
         // GPU limits of leader and worker.
         let leader = engines.iter().find(|e| e.pod.role == Role::Leader);
         if let (Some(l), Some(w)) = (leader, worker) {
             let (lg, wg) = (gpus(l.container), gpus(w.container));
             if lg != wg {
-                out.push((
+                cx.report_as(
                     &GPU_MISMATCH,
                     Severity::Error,
                     object,
@@ -125,10 +138,17 @@ pub(crate) fn check(cx: &mut Context<'_>) {
                     ),
                     "set the same nvidia.com/gpu limit in the leader and worker templates"
                         .to_string(),
-                ));
+                );
             }
         }
+    }
+}
 
+/// The rendezvous arguments of every engine of a group.
+fn multinode_args(cx: &Context<'_>) {
+    for object in cx.objects {
+        let size = object.lws_size().unwrap_or(1);
+        let engines: Vec<_> = cx.engines_of(object).collect();
         // Rendezvous arguments.
         for e in &engines {
             if !e.engine.launches_server {
@@ -141,7 +161,7 @@ pub(crate) fn check(cx: &mut Context<'_>) {
                     .and_then(|n| n.parse::<u64>().ok())
                     .filter(|n| *n > 1)
                 {
-                    out.push((
+                    cx.report_as(
                         &MULTINODE_ARGS,
                         Severity::Error,
                         object,
@@ -149,12 +169,12 @@ pub(crate) fn check(cx: &mut Context<'_>) {
                         format!("--nnodes {n} in a single pod: the engine waits for {} more nodes that never come", n - 1),
                         "run multi-node engines as a LeaderWorkerSet with size = --nnodes, or drop --nnodes"
                             .to_string(),
-                    ));
+                    );
                 }
                 continue;
             }
             // vLLM across nodes runs through Ray unless --nnodes is given; only check what is set.
-            if e.engine.kind == EngineKind::Vllm && nnodes.is_none() {
+            if e.engine.kind == InferenceEngine::Vllm && nnodes.is_none() {
                 continue;
             }
             let mut problems = Vec::new();
@@ -185,7 +205,7 @@ pub(crate) fn check(cx: &mut Context<'_>) {
                 problems.push("no --dist-init-addr".to_string());
             }
             if !problems.is_empty() {
-                out.push((
+                cx.report_as(
                     &MULTINODE_ARGS,
                     Severity::Error,
                     object,
@@ -199,14 +219,21 @@ pub(crate) fn check(cx: &mut Context<'_>) {
                      --dist-init-addr $(LWS_LEADER_ADDRESS):20000 (LWS sets these variables in \
                      every container)"
                         .to_string(),
-                ));
+                );
             }
         }
+    }
+}
 
+/// What LWS does when one pod of a group restarts.
+fn restart_policy(cx: &Context<'_>) {
+    for object in cx.objects {
+        let size = object.lws_size().unwrap_or(1);
+        let engines: Vec<_> = cx.engines_of(object).collect();
         if size > 1 && !engines.is_empty() {
             let policy = object.value["spec"]["leaderWorkerTemplate"]["restartPolicy"].as_str();
             if matches!(policy, Some("None") | Some("Default")) {
-                out.push((
+                cx.report_as(
                     &LWS_RESTART_POLICY,
                     Severity::Warning,
                     object,
@@ -217,16 +244,13 @@ pub(crate) fn check(cx: &mut Context<'_>) {
                         policy.unwrap_or("")
                     ),
                     "use restartPolicy: RecreateGroupOnPodRestart (the default)".to_string(),
-                ));
+                );
             }
         }
     }
-    for (rule, sev, o, field, message, fix) in out {
-        cx.report_as(rule, sev, o, field, message, fix);
-    }
 }
 
-fn describe_parallel(e: &crate::engine::Engine) -> String {
+fn describe_parallel(e: &crate::engine::EngineCommand) -> String {
     let mut parts = Vec::new();
     parts.push(format!("TP {}", e.tensor_parallel().unwrap_or(1)));
     if let Some(pp) = e.pipeline_parallel() {
