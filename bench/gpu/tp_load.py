@@ -416,7 +416,7 @@ def markdown(result: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bin", default="target/release")
-    ap.add_argument("--size", default="40GiB")
+    ap.add_argument("--size", default="37GiB", help="37GiB: hubsim scales R1 by 3/8, so the split widths divide by 16")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--configs", default="2x8,4x4")
     ap.add_argument("--device", choices=["cuda", "cpu", "numpy"], default="cuda",
@@ -425,6 +425,8 @@ def main() -> int:
     ap.add_argument("--work", default="/tmp/ferry-tp")
     ap.add_argument("--model", help="use this fetched model directory instead of making one")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--cases", default="cold,warm,plan",
+                    help="which cases to run, in order (a cold TP load through mmap faults can take minutes: see BENCHMARKS.md)")
     ap.add_argument("--check", action="store_true",
                     help="exit 1 unless the plan's node-0 bytes equal this loader's and a planned warm caches every byte the ranks load")
     ap.add_argument("--budget-s", type=float, default=0, help="start no repetition after this many seconds (0: no limit)")
@@ -499,7 +501,7 @@ def main() -> int:
                 break
             for cfg in configs:
                 p = plans[cfg]
-                for case in ("cold", "warm", "plan"):
+                for case in [c.strip() for c in a.cases.split(",") if c.strip()]:
                     row = {"rep": rep, "config": cfg, "case": case, "ranks": p["ranks"]}
                     row["evict"] = drop_cache(files)
                     c0 = io_counters(dev_stat)
