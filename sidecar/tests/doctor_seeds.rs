@@ -8,8 +8,8 @@ use std::path::Path;
 use ferry_sharder::model_config::ModelConfig;
 use ferry_sidecar::doctor::node::{Fabric, NcclEnv, RdmaDevice};
 use ferry_sidecar::doctor::{
-    diagnose, gpu, CudaVersion, Deployment, Engine, Facts, Finding, ModelFacts, NodeFacts, Report,
-    Severity,
+    diagnose, gpu, CudaVersion, Deployment, Facts, Finding, InferenceEngine, ModelFacts, NodeFacts,
+    Report, Severity,
 };
 
 const GIB: u64 = 1 << 30;
@@ -63,7 +63,7 @@ fn node(gpu_name: &str, count: u32) -> NodeFacts {
     }
 }
 
-fn deploy(engine: Engine, tp: u32, pp: u32, nnodes: u32) -> Deployment {
+fn deploy(engine: InferenceEngine, tp: u32, pp: u32, nnodes: u32) -> Deployment {
     Deployment {
         engine,
         tp,
@@ -110,14 +110,14 @@ fn sglang_on_v100_needs_sm75() {
     let r = run(
         node("V100", 1),
         model("DeepSeek-R1-Distill-Qwen-7B"),
-        deploy(Engine::Sglang, 1, 1, 1),
+        deploy(InferenceEngine::Sglang, 1, 1, 1),
     );
     assert_error(&r, "capability.engine", "SGLang only supports sm75", "vLLM");
     // vLLM runs on Volta, and the same GPU then only needs --dtype half.
     let r = run(
         node("V100", 1),
         model("DeepSeek-R1-Distill-Qwen-7B"),
-        deploy(Engine::Vllm, 1, 1, 1),
+        deploy(InferenceEngine::Vllm, 1, 1, 1),
     );
     assert_eq!(finding(&r, "capability.engine").severity, Severity::Pass);
     assert_error(
@@ -130,7 +130,7 @@ fn sglang_on_v100_needs_sm75() {
 
 #[test]
 fn bf16_distills_on_t4_need_dtype_half() {
-    for engine in [Engine::Sglang, Engine::Vllm] {
+    for engine in [InferenceEngine::Sglang, InferenceEngine::Vllm] {
         let r = run(
             node("T4", 1),
             model("DeepSeek-R1-Distill-Qwen-1.5B"),
@@ -147,7 +147,7 @@ fn r1_fp8_on_one_h200_node_passes_and_on_one_gpu_does_not_fit() {
     let r = run(
         node("H200", 8),
         model("DeepSeek-R1"),
-        deploy(Engine::Sglang, 8, 1, 1),
+        deploy(InferenceEngine::Sglang, 8, 1, 1),
     );
     assert_ok(&r);
     assert_eq!(finding(&r, "capability.fp8").severity, Severity::Pass);
@@ -161,7 +161,7 @@ fn r1_fp8_on_one_h200_node_passes_and_on_one_gpu_does_not_fit() {
     let r = run(
         node("H200", 1),
         model("DeepSeek-R1"),
-        deploy(Engine::Sglang, 1, 1, 1),
+        deploy(InferenceEngine::Sglang, 1, 1, 1),
     );
     assert_error(
         &r,
@@ -177,7 +177,7 @@ fn r1_fp8_needs_two_h100_or_h800_nodes() {
         let r = run(
             node(gpu_name, 8),
             model("DeepSeek-R1"),
-            deploy(Engine::Sglang, 8, 1, 1),
+            deploy(InferenceEngine::Sglang, 8, 1, 1),
         );
         assert_error(&r, "memory.weights", "CUDA out of memory", "at least 16 ×");
         let mut n = node(gpu_name, 8);
@@ -187,7 +187,11 @@ fn r1_fp8_needs_two_h100_or_h800_nodes() {
             state: Some("4: ACTIVE".into()),
         }];
         n.dev_infiniband = true;
-        let r = run(n, model("DeepSeek-R1"), deploy(Engine::Sglang, 16, 1, 2));
+        let r = run(
+            n,
+            model("DeepSeek-R1"),
+            deploy(InferenceEngine::Sglang, 16, 1, 2),
+        );
         assert_ok(&r);
     }
 }
@@ -197,13 +201,13 @@ fn r1_fp8_on_a800_has_no_sglang_path_and_a_vllm_fallback() {
     let r = run(
         node("A800", 8),
         model("DeepSeek-R1"),
-        deploy(Engine::Sglang, 16, 1, 2),
+        deploy(InferenceEngine::Sglang, 16, 1, 2),
     );
     assert_error(&r, "capability.fp8", "needs sm89", "BF16");
     let r = run(
         node("A800", 8),
         model("DeepSeek-R1"),
-        deploy(Engine::Vllm, 16, 1, 2),
+        deploy(InferenceEngine::Vllm, 16, 1, 2),
     );
     let f = finding(&r, "capability.fp8");
     assert_eq!(f.severity, Severity::Warning);
@@ -218,13 +222,13 @@ fn r1_bf16_needs_four_a100_nodes() {
     let r = run(
         node("A100", 8),
         model("DeepSeek-R1-BF16"),
-        deploy(Engine::Sglang, 16, 1, 2),
+        deploy(InferenceEngine::Sglang, 16, 1, 2),
     );
     assert_error(&r, "memory.weights", "out of memory", "at least 32 ×");
     let r = run(
         node("A100", 8),
         model("DeepSeek-R1-BF16"),
-        deploy(Engine::Sglang, 32, 1, 4),
+        deploy(InferenceEngine::Sglang, 32, 1, 4),
     );
     // Four nodes without RDMA run, slowly: a warning, not an error.
     assert_ok(&r);
@@ -236,7 +240,7 @@ fn tp_must_divide_the_heads() {
     let r = run(
         node("H800", 8),
         model("DeepSeek-R1"),
-        deploy(Engine::Sglang, 24, 1, 3),
+        deploy(InferenceEngine::Sglang, 24, 1, 3),
     );
     assert_error(
         &r,
@@ -247,7 +251,7 @@ fn tp_must_divide_the_heads() {
     let r = run(
         node("A10", 1),
         model("DeepSeek-R1-Distill-Qwen-7B"),
-        deploy(Engine::Vllm, 3, 1, 3),
+        deploy(InferenceEngine::Vllm, 3, 1, 3),
     );
     assert_error(&r, "tp.heads", "28 attention heads", "1, 2, 4, 7, 14, 28");
 }
@@ -257,7 +261,7 @@ fn distills_that_do_not_fit_name_how_many_gpus() {
     let r = run(
         node("A10", 1),
         model("DeepSeek-R1-Distill-Qwen-32B"),
-        deploy(Engine::Vllm, 1, 1, 1),
+        deploy(InferenceEngine::Vllm, 1, 1, 1),
     );
     assert_error(
         &r,
@@ -268,20 +272,20 @@ fn distills_that_do_not_fit_name_how_many_gpus() {
     let r = run(
         node("A10", 4),
         model("DeepSeek-R1-Distill-Qwen-32B"),
-        deploy(Engine::Vllm, 4, 1, 1),
+        deploy(InferenceEngine::Vllm, 4, 1, 1),
     );
     assert_eq!(finding(&r, "memory.weights").severity, Severity::Pass);
     // 70B: 2 × A100 is below the seed rule, 4 × passes with the full 128K context.
     let r = run(
         node("A100", 2),
         model("DeepSeek-R1-Distill-Llama-70B"),
-        deploy(Engine::Vllm, 2, 1, 1),
+        deploy(InferenceEngine::Vllm, 2, 1, 1),
     );
     assert_error(&r, "memory.weights", "out of memory", "at least 4 ×");
     let r = run(
         node("A100", 4),
         model("DeepSeek-R1-Distill-Llama-70B"),
-        deploy(Engine::Vllm, 4, 1, 1),
+        deploy(InferenceEngine::Vllm, 4, 1, 1),
     );
     assert_ok(&r);
 }
@@ -292,7 +296,7 @@ fn full_context_kv_cache_that_does_not_fit_caps_the_context() {
     let r = run(
         node("A10", 1),
         model("DeepSeek-R1-Distill-Qwen-7B"),
-        deploy(Engine::Vllm, 1, 1, 1),
+        deploy(InferenceEngine::Vllm, 1, 1, 1),
     );
     assert_eq!(finding(&r, "memory.weights").severity, Severity::Pass);
     assert_error(
@@ -310,7 +314,7 @@ fn full_context_kv_cache_that_does_not_fit_caps_the_context() {
         .and_then(|s| s.parse().ok())
         .unwrap();
     assert!((32_768..131_072).contains(&cap), "{cap}");
-    let mut d = deploy(Engine::Vllm, 1, 1, 1);
+    let mut d = deploy(InferenceEngine::Vllm, 1, 1, 1);
     d.context_length = Some(cap * 9 / 10);
     let r = run(node("A10", 1), model("DeepSeek-R1-Distill-Qwen-7B"), d);
     assert_ok(&r);
@@ -318,7 +322,7 @@ fn full_context_kv_cache_that_does_not_fit_caps_the_context() {
     let r = run(
         node("A10", 1),
         model("DeepSeek-R1-Distill-Qwen-7B"),
-        deploy(Engine::Sglang, 1, 1, 1),
+        deploy(InferenceEngine::Sglang, 1, 1, 1),
     );
     let f = finding(&r, "memory.kv");
     assert_eq!(f.severity, Severity::Warning);
@@ -337,14 +341,14 @@ fn every_distill_runs_on_one_h200() {
         let r = run(
             node("H200", 1),
             model(name),
-            deploy(Engine::Sglang, 1, 1, 1),
+            deploy(InferenceEngine::Sglang, 1, 1, 1),
         );
         assert_ok(&r);
     }
     let r = run(
         node("H200", 1),
         model("DeepSeek-R1-Distill-Llama-70B"),
-        deploy(Engine::Sglang, 1, 1, 1),
+        deploy(InferenceEngine::Sglang, 1, 1, 1),
     );
     assert_error(&r, "memory.weights", "out of memory", "at least 2 ×");
 }
@@ -354,7 +358,7 @@ fn image_cuda_newer_than_the_driver() {
     let mut n = node("A100", 8);
     n.driver_version = Some("520.61.05".into());
     n.cuda_driver_version = Some(CudaVersion::new(11, 8));
-    let mut d = deploy(Engine::Sglang, 8, 1, 1);
+    let mut d = deploy(InferenceEngine::Sglang, 8, 1, 1);
     d.image = Some("lmsysorg/sglang:v0.4.6.post1-cu124".into());
     d.image_cuda = CudaVersion::from_image(d.image.as_deref().unwrap());
     let r = run(n.clone(), model("DeepSeek-R1-Distill-Qwen-32B"), d.clone());
@@ -376,7 +380,7 @@ fn nvswitch_without_fabric_manager_is_error_802() {
     let r = run(
         n.clone(),
         model("DeepSeek-R1-Distill-Qwen-32B"),
-        deploy(Engine::Vllm, 8, 1, 1),
+        deploy(InferenceEngine::Vllm, 8, 1, 1),
     );
     assert_error(&r, "fabric", "Error 802", "nvidia-fabricmanager");
     for g in &mut n.gpus {
@@ -385,7 +389,7 @@ fn nvswitch_without_fabric_manager_is_error_802() {
     let r = run(
         n,
         model("DeepSeek-R1-Distill-Qwen-32B"),
-        deploy(Engine::Vllm, 8, 1, 1),
+        deploy(InferenceEngine::Vllm, 8, 1, 1),
     );
     assert_eq!(finding(&r, "fabric").severity, Severity::Pass);
 }
@@ -398,7 +402,11 @@ fn small_shm_and_rdma_env_without_devices() {
         ib_hca: Some("mlx5_0,mlx5_1".into()),
         ..NcclEnv::default()
     };
-    let r = run(n, model("DeepSeek-R1"), deploy(Engine::Sglang, 16, 1, 2));
+    let r = run(
+        n,
+        model("DeepSeek-R1"),
+        deploy(InferenceEngine::Sglang, 16, 1, 2),
+    );
     assert_error(&r, "shm", "64 MiB", "emptyDir");
     assert_error(&r, "rdma.env", "NCCL_IB_HCA=mlx5_0,mlx5_1", "rdma/ib");
     let mut n = node("H800", 8);
@@ -407,7 +415,11 @@ fn small_shm_and_rdma_env_without_devices() {
         link_layer: Some("Ethernet".into()),
         state: None,
     }];
-    let r = run(n, model("DeepSeek-R1"), deploy(Engine::Sglang, 16, 1, 2));
+    let r = run(
+        n,
+        model("DeepSeek-R1"),
+        deploy(InferenceEngine::Sglang, 16, 1, 2),
+    );
     assert_error(&r, "rdma.devices", "/dev/infiniband is missing", "IPC_LOCK");
 }
 
@@ -418,10 +430,14 @@ fn disk_must_hold_what_is_left_to_download() {
     let mut m = model("DeepSeek-R1");
     m.complete = false;
     m.missing_bytes = Some(600_000_000_000);
-    let r = run(n.clone(), m.clone(), deploy(Engine::Sglang, 8, 1, 1));
+    let r = run(
+        n.clone(),
+        m.clone(),
+        deploy(InferenceEngine::Sglang, 8, 1, 1),
+    );
     assert_error(&r, "disk", "500.0 GB free", "grow the volume");
     m.missing_bytes = Some(100_000_000_000);
-    let r = run(n, m, deploy(Engine::Sglang, 8, 1, 1));
+    let r = run(n, m, deploy(InferenceEngine::Sglang, 8, 1, 1));
     assert_eq!(finding(&r, "disk").severity, Severity::Pass);
 }
 
@@ -432,7 +448,11 @@ fn no_driver_still_runs_the_model_checks() {
         shm_bytes: Some(64 * GIB),
         ..NodeFacts::default()
     };
-    let r = run(n, model("DeepSeek-R1"), deploy(Engine::Sglang, 24, 1, 3));
+    let r = run(
+        n,
+        model("DeepSeek-R1"),
+        deploy(InferenceEngine::Sglang, 24, 1, 3),
+    );
     let f = finding(&r, "gpu.driver");
     assert_eq!(f.severity, Severity::Warning);
     assert!(f.message.contains("no NVIDIA driver found"));

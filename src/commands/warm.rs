@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use ferry_sharder::loader::{Parallelism, ReadMode};
-use ferry_sharder::warm_plan::Engine;
+use ferry_sharder::InferenceEngine;
 use ferry_sidecar::gate::node_rank_from_env;
 use ferry_sidecar::share::WarmShare;
 use ferry_sidecar::warm::{self, WarmControl, WarmOptions};
@@ -15,8 +15,8 @@ use ferry_sidecar::warm::{self, WarmControl, WarmOptions};
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct TopologyArgs {
     /// The serving engine (its loader decides which bytes each rank reads).
-    #[arg(long, default_value_t = Engine::Sglang)]
-    pub engine: Engine,
+    #[arg(long, default_value_t = InferenceEngine::Sglang)]
+    pub engine: InferenceEngine,
     /// Tensor-parallel size (the engine's --tp / --tensor-parallel-size).
     #[arg(long)]
     pub tp: Option<u32>,

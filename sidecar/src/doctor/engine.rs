@@ -16,7 +16,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-pub use ferry_sharder::warm_plan::Engine;
+pub use ferry_sharder::InferenceEngine;
 
 /// A CUDA version, `12.4`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -118,10 +118,10 @@ impl fmt::Display for Capability {
 }
 
 /// The lowest compute capability an engine runs on at all.
-pub fn min_capability(engine: Engine) -> Capability {
+pub fn min_capability(engine: InferenceEngine) -> Capability {
     match engine {
-        Engine::Sglang => Capability::new(7, 5),
-        Engine::Vllm => Capability::new(7, 0),
+        InferenceEngine::Sglang => Capability::new(7, 5),
+        InferenceEngine::Vllm => Capability::new(7, 0),
     }
 }
 
@@ -133,20 +133,20 @@ pub const BF16_MIN: Capability = Capability::new(8, 0);
 pub const FP8_MARLIN_MIN: Capability = Capability::new(7, 5);
 
 /// The flag that caps the context length, per engine.
-pub fn context_flag(engine: Engine) -> &'static str {
+pub fn context_flag(engine: InferenceEngine) -> &'static str {
     match engine {
-        Engine::Sglang => "--context-length",
-        Engine::Vllm => "--max-model-len",
+        InferenceEngine::Sglang => "--context-length",
+        InferenceEngine::Vllm => "--max-model-len",
     }
 }
 
 /// Share of GPU memory the engine takes for weights and KV cache by default (SGLang
 /// `--mem-fraction-static` is chosen per GPU size, about 0.88 on 80 GB cards; vLLM
 /// `--gpu-memory-utilization` 0.9).
-pub fn memory_fraction(engine: Engine) -> f64 {
+pub fn memory_fraction(engine: InferenceEngine) -> f64 {
     match engine {
-        Engine::Sglang => 0.88,
-        Engine::Vllm => 0.9,
+        InferenceEngine::Sglang => 0.88,
+        InferenceEngine::Vllm => 0.9,
     }
 }
 

@@ -2,7 +2,7 @@
 //! KV cache fit in GPU memory, `/dev/shm` is big enough for NCCL, the RDMA environment matches
 //! the devices, and disk and page cache hold this node's share.
 
-use super::engine::{context_flag, Engine};
+use super::engine::{context_flag, InferenceEngine};
 use super::memory::{self, Estimate};
 use super::{gb, gib, Facts, Finding};
 
@@ -180,12 +180,12 @@ fn kv_fit(f: &Facts, e: &Estimate) -> Finding {
         );
     }
     match engine {
-        Engine::Vllm => Finding::error(
+        InferenceEngine::Vllm => Finding::error(
             "memory.kv",
             format!("{numbers}: vLLM stops with `max seq len ({context}) is larger than the maximum number of tokens that can be stored in KV cache`"),
             fix,
         ),
-        Engine::Sglang => Finding::warning(
+        InferenceEngine::Sglang => Finding::warning(
             "memory.kv",
             format!("{numbers}: SGLang starts, but one request of the full context cannot be held"),
             fix,

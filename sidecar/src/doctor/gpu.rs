@@ -1,7 +1,7 @@
 //! The GPU-side rules: a driver is there, the compute capability meets the engine's minimum and
 //! the model's dtype, the driver supports the image's CUDA, and the NVSwitch fabric is up.
 
-use super::engine::{self, Capability, Engine, BF16_MIN, FP8_MARLIN_MIN, FP8_NATIVE};
+use super::engine::{self, Capability, InferenceEngine, BF16_MIN, FP8_MARLIN_MIN, FP8_NATIVE};
 use super::{Facts, Finding, GpuFacts};
 
 /// Every GPU-side finding; only the driver finding when there are no GPU facts.
@@ -42,7 +42,7 @@ pub fn check(f: &Facts) -> Vec<Finding> {
     out
 }
 
-fn engine_minimum(engine: Engine, g: &GpuFacts) -> Finding {
+fn engine_minimum(engine: InferenceEngine, g: &GpuFacts) -> Finding {
     let min = engine::min_capability(engine);
     if g.capability >= min {
         return Finding::pass(
@@ -54,11 +54,15 @@ fn engine_minimum(engine: Engine, g: &GpuFacts) -> Finding {
         );
     }
     let fix = match engine {
-        Engine::Sglang if g.capability >= engine::min_capability(Engine::Vllm) => format!(
-            "serve with vLLM (sm70+) on the {}, or schedule onto sm75+ GPUs (T4, A10, A100, \
+        InferenceEngine::Sglang
+            if g.capability >= engine::min_capability(InferenceEngine::Vllm) =>
+        {
+            format!(
+                "serve with vLLM (sm70+) on the {}, or schedule onto sm75+ GPUs (T4, A10, A100, \
              H100 …)",
-            g.name
-        ),
+                g.name
+            )
+        }
         _ => "schedule onto newer GPUs (Volta sm70 for vLLM, Turing sm75 for SGLang)".into(),
     };
     Finding::error(
@@ -68,8 +72,8 @@ fn engine_minimum(engine: Engine, g: &GpuFacts) -> Finding {
             g.name,
             g.capability,
             match engine {
-                Engine::Sglang => "SGLang only supports sm75 and above",
-                Engine::Vllm => "GPU compute capability is too old",
+                InferenceEngine::Sglang => "SGLang only supports sm75 and above",
+                InferenceEngine::Vllm => "GPU compute capability is too old",
             }
         ),
         fix,
@@ -113,7 +117,7 @@ fn dtype(f: &Facts, g: &GpuFacts) -> Vec<Finding> {
     out
 }
 
-fn fp8(engine: Engine, g: &GpuFacts, moe: bool) -> Finding {
+fn fp8(engine: InferenceEngine, g: &GpuFacts, moe: bool) -> Finding {
     let c = g.capability;
     if c >= FP8_NATIVE {
         return Finding::pass(
@@ -130,7 +134,7 @@ fn fp8(engine: Engine, g: &GpuFacts, moe: bool) -> Finding {
                 4 × 8 A100/A800 80 GB), or an INT8 (W8A8) / AWQ quantization (R1 INT8: 2 × 8 \
                 A100/A800)";
     match engine {
-        Engine::Vllm if c >= FP8_MARLIN_MIN => Finding::warning(
+        InferenceEngine::Vllm if c >= FP8_MARLIN_MIN => Finding::warning(
             "capability.fp8",
             format!(
                 "{what}; vLLM falls back to weight-only FP8 (W8A16, the Marlin kernel){}",

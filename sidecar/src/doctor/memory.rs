@@ -21,7 +21,7 @@
 
 use serde::Serialize;
 
-use super::engine::{memory_fraction, Engine};
+use super::engine::{memory_fraction, InferenceEngine};
 use ferry_sharder::model_config::ModelConfig;
 
 /// 2 GiB per engine process (CUDA context, NCCL, graphs): the seeds' rule.
@@ -80,7 +80,7 @@ pub fn kv_per_token(cfg: &ModelConfig, tp: u32, pp: u32) -> Option<(u64, String)
 
 /// The estimate for `weight_bytes` over `tp × pp` GPUs of `gpu_memory` bytes each.
 pub fn estimate(
-    engine: Engine,
+    engine: InferenceEngine,
     cfg: Option<&ModelConfig>,
     weight_bytes: u64,
     tp: u32,

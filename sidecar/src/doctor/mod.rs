@@ -17,14 +17,14 @@ pub mod node;
 
 use serde::Serialize;
 
-pub use engine::{Capability, CudaVersion, Engine};
+pub use engine::{Capability, CudaVersion, InferenceEngine};
 pub use model::ModelFacts;
 pub use node::{GpuFacts, NodeFacts};
 
 /// How the model is to be served.
 #[derive(Debug, Clone, Serialize)]
 pub struct Deployment {
-    pub engine: Engine,
+    pub engine: InferenceEngine,
     pub image: Option<String>,
     /// The image's CUDA version: `--engine-cuda`, else read from the image tag.
     pub image_cuda: Option<CudaVersion>,
@@ -41,7 +41,7 @@ pub struct Deployment {
 impl Default for Deployment {
     fn default() -> Self {
         Deployment {
-            engine: Engine::Sglang,
+            engine: InferenceEngine::Sglang,
             image: None,
             image_cuda: None,
             tp: 1,
