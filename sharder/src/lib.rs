@@ -15,6 +15,7 @@ pub mod header;
 mod host;
 pub mod index;
 pub mod layout;
+pub mod lease;
 pub mod loader;
 pub mod manifest;
 pub mod model;
@@ -25,6 +26,8 @@ pub mod slices;
 pub mod status;
 pub mod validate;
 pub mod verify;
+pub mod visible;
+pub mod volume;
 pub mod warm_plan;
 
 pub use error::{Error, ErrorKind, Result};
