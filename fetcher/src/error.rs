@@ -77,8 +77,14 @@ pub enum Error {
         path: String,
         reason: &'static str,
     },
-    #[error("{dir} is locked by another ferry ({holder})\n  hint: wait for it to finish, or stop it; if it died, the lock is released automatically")]
+    #[error("{dir} is locked by another ferry ({holder})\n  hint: wait for it to finish, or stop it; if it died, its lease is taken over once its heartbeat is older than the lease timeout (FERRY_LEASE_TIMEOUT, default 60s); `ferry status {dir}` shows the holder and its heartbeat age")]
     Locked { dir: PathBuf, holder: String },
+    #[error("{dir}: lost the lease {lease}: {reason}\n  hint: another ferry took over after this one stalled for longer than the lease timeout; this one stops before publishing anything more. Re-run the same command to check the directory; it resumes or finds it complete")]
+    LeaseLost {
+        dir: PathBuf,
+        lease: String,
+        reason: String,
+    },
     #[error("not enough space in {dir}: {needed} more bytes needed, {available} available\n  hint: free space or choose another --to; what was downloaded so far is kept and the next run resumes")]
     NoSpace {
         dir: PathBuf,
@@ -171,6 +177,7 @@ impl Error {
                 ErrorKind::Network
             }
             Error::Locked { .. }
+            | Error::LeaseLost { .. }
             | Error::NoSpace { .. }
             | Error::DiskFull { .. }
             | Error::Io { .. } => ErrorKind::Storage,

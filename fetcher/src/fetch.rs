@@ -528,6 +528,7 @@ async fn check_checkpoint(opts: &FetchOptions, snapshot: &Snapshot) -> Result<()
 fn commit_manifest(dir: &Path, snapshot: &Snapshot, kind: SourceKind) -> Result<()> {
     let manifest = snapshot.manifest(kind.id());
     crate::publish::sync_dirs(dir, snapshot.files.iter().map(|f| f.path.as_str()))?;
-    manifest.write_atomic(dir)?;
+    lock::still_held(dir)?;
+    manifest.commit_once(dir)?;
     Ok(())
 }

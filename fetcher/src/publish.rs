@@ -90,6 +90,10 @@ pub fn stat_record(dir: &Path, path: &str, hash: &FileHash) -> Option<Published>
     })
 }
 
+fn same_size(target: &Path, remote: &RemoteFile) -> bool {
+    std::fs::metadata(target).is_ok_and(|m| m.is_file() && m.len() == remote.size)
+}
+
 #[derive(Clone)]
 pub struct Publisher {
     dir: PathBuf,
@@ -126,7 +130,17 @@ impl Publisher {
         let target = self.dir.join(&remote.path);
         let parent = target.parent().unwrap_or(&self.dir).to_path_buf();
         std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-        std::fs::rename(partial, &target).map_err(|e| Error::io(&target, e))?;
+        // A writer whose lease was taken over stops here rather than publish after the new one.
+        crate::lock::still_held(&self.dir)?;
+        match std::fs::rename(partial, &target) {
+            Ok(()) => {}
+            // Another writer (one that took the lease over while this one was paused) verified
+            // and published the same content first: the bytes under the final name are right.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && same_size(&target, remote) => {
+                tracing::warn!("{}: already published by another writer", remote.path);
+            }
+            Err(e) => return Err(Error::io(&target, e)),
+        }
         // The directory is fsync'd once for all files before the manifest commits (see
         // `sync_dirs`): a rename lost to a power cut only means that file is fetched again.
         let _ = std::fs::remove_file(journal);

@@ -8,8 +8,6 @@
 //! merges the journals, verifies and publishes the split files, and commits the manifest once.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -251,35 +249,16 @@ async fn pinned_snapshot(
 /// the target exists (atomic on NFS too), so exactly one pod's pin wins and no pod, nor a
 /// kill -9, can leave a half-written pin for the others to read.
 fn write_pin(path: &Path, pin: &Pin) -> Result<Pin> {
-    let tmp = path.with_file_name(format!(
-        "pin.json.{}.{:016x}.tmp",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
     let bytes = serde_json::to_vec(pin).map_err(|e| Error::Usage(e.to_string()))?;
-    let written = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(&tmp, e));
+    if ferry_sharder::manifest::create_whole(path, &bytes, true)? {
+        return Ok(pin.clone());
     }
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok(pin.clone()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            read_pin(path)?.ok_or_else(|| {
-                Error::Usage(format!(
-                    "{} vanished while being read; run again",
-                    path.display()
-                ))
-            })
-        }
-        Err(e) => Err(Error::io(path, e)),
-    }
+    read_pin(path)?.ok_or_else(|| {
+        Error::Usage(format!(
+            "{} vanished while being read; run again",
+            path.display()
+        ))
+    })
 }
 
 fn read_pin(path: &Path) -> Result<Option<Pin>> {
@@ -319,23 +298,14 @@ fn check_pin(opts: &FetchOptions, pin: &Pin, count: u32, path: &Path) -> Result<
     Ok(())
 }
 
-async fn finalize_lock(dir: &Path) -> Result<File> {
-    let path = dir.join(layout::STATE_DIR).join("lock.finalize");
-    tokio::task::spawn_blocking(move || {
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        f.lock().map_err(|e| Error::io(&path, e))?;
-        Ok(f)
-    })
-    .await
-    .map_err(|e| Error::Task {
-        task: "lock task",
-        message: e.to_string(),
-    })?
+async fn finalize_lock(dir: &Path) -> Result<lock::DirLock> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || lock::acquire_finalize(&dir))
+        .await
+        .map_err(|e| Error::Task {
+            task: "lock task",
+            message: e.to_string(),
+        })?
 }
 
 #[cfg(test)]

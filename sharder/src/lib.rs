@@ -16,6 +16,7 @@ pub mod host;
 pub mod index;
 pub mod inference_engine;
 pub mod layout;
+pub mod lease;
 pub mod loader;
 pub mod manifest;
 pub mod model;
@@ -27,6 +28,8 @@ pub mod slices;
 pub mod status;
 pub mod validate;
 pub mod verify;
+pub mod visible;
+pub mod volume;
 pub mod warm_plan;
 
 pub use error::{Error, ErrorKind, Result};

@@ -71,33 +71,110 @@ impl Manifest {
         Ok(Some(m))
     }
 
+    /// Commits the manifest exactly once: created with link(2), so of two writers that overlap
+    /// (a lease taken over from a paused holder) one creates it and the other finds the same
+    /// manifest and leaves it be. A manifest of another snapshot is replaced by rename, and so
+    /// is everything on a volume without hard links.
+    pub fn commit_once(&self, dir: &Path) -> Result<()> {
+        let (path, json) = self.encoded(dir)?;
+        match create_whole(&path, &json, true) {
+            Ok(true) => sync_dir(path.parent().unwrap_or(dir)),
+            Ok(false)
+                if Manifest::read(dir)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|m| m.same_snapshot(self)) =>
+            {
+                Ok(())
+            }
+            _ => write_atomic(&path, &json),
+        }
+    }
+
+    /// Same repo, source, commit and files (the time and ferry version aside).
+    pub fn same_snapshot(&self, other: &Manifest) -> bool {
+        (&self.repo, &self.source, &self.commit, &self.files)
+            == (&other.repo, &other.source, &other.commit, &other.files)
+    }
+
     /// Commits the manifest: temp file, fsync, rename over the final name, fsync of the directory.
     pub fn write_atomic(&self, dir: &Path) -> Result<()> {
+        let (path, json) = self.encoded(dir)?;
+        write_atomic(&path, &json)
+    }
+
+    /// The manifest's path in `dir` and its JSON.
+    fn encoded(&self, dir: &Path) -> Result<(PathBuf, Vec<u8>)> {
         let path = layout::manifest_path(dir);
         let json = serde_json::to_vec_pretty(self).map_err(|e| Error::BadManifest {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        write_atomic(&path, &json)
+        Ok((path, json))
     }
 }
 
 /// Writes `bytes` to `path` so that readers see either the old content or the new one, and the
 /// new one survives a power loss once this returns.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = write_temp(path, bytes, true)?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Creates `path` with `bytes` unless it exists: written whole under a temp name, then
+/// hard-linked into place. link(2) fails when the name exists, atomically on NFS too, so of
+/// racing writers exactly one wins (true) and nobody, nor a kill -9, leaves a half-written file.
+///
+/// `durable`: fsync before linking (the manifest and the pin); a lease skips it, as one lost to
+/// a power cut only reads as free.
+pub fn create_whole(path: &Path, bytes: &[u8], durable: bool) -> Result<bool> {
+    let tmp = write_temp(path, bytes, durable)?;
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Writes `bytes` whole and durable under a temp name beside `path`. The name is unique across
+/// nodes sharing the volume (pods in different containers are often all pid 1).
+fn write_temp(path: &Path, bytes: &[u8], durable: bool) -> Result<PathBuf> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let parent = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let tmp: PathBuf = {
         let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(format!(".tmp.{}", std::process::id()));
+        name.push(format!(
+            ".tmp.{}.{}.{nanos:x}.{}",
+            crate::host::hostname(),
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         parent.join(name)
     };
-    let mut f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    sync_dir(parent)
+    let written = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        if durable {
+            f.sync_all()?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
+    Ok(tmp)
 }
 
 /// fsync a directory so that a rename inside it is durable.

@@ -64,10 +64,18 @@ pub struct LockHolder {
     pub pid: Option<u32>,
     pub host: Option<String>,
     pub started_at: Option<String>,
-    /// `held` (the kernel lists a lock on the file), `alive` (the named process runs on this
-    /// host), `stale` (it does not: the lock is free), `unknown` (another host, unlisted lock:
-    /// look there).
+    /// `held` (the kernel lists a lock on the file, or a lease's heartbeat is fresh), `alive`
+    /// (the named process runs on this host), `stale` (it does not, or a lease's heartbeat is
+    /// older than its timeout: free to take over), `dead` (a lease whose holder ran on this node
+    /// and is gone), `released` (a lease let go), `unknown`
+    /// (another host, unlisted lock: look there).
     pub state: String,
+    /// For a lease (`.ferry/lease/NAME.G.json`): seconds since its holder's last heartbeat, as
+    /// seen from this node's clock, and after how many it may be taken over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_seconds_ago: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
 }
 
 /// Completion markers of one slice count.
@@ -377,10 +385,48 @@ fn lock_holders(dir: &Path) -> Vec<LockHolder> {
                 .and_then(|s| s.as_str())
                 .map(String::from),
             state: state.to_string(),
+            heartbeat_seconds_ago: None,
+            timeout_seconds: None,
         });
     }
+    out.extend(lease_holders(dir));
     out.sort_by(|a, b| a.file.cmp(&b.file));
     out
+}
+
+/// The current lease of each name (whole fetch, slices, finalize), readable from any node: the
+/// lease file, unlike flock, says who holds it and how fresh its heartbeat is.
+fn lease_holders(dir: &Path) -> Vec<LockHolder> {
+    let now = std::time::SystemTime::now();
+    crate::lease::current(dir)
+        .into_iter()
+        .map(|l| {
+            let state = if l.released {
+                "released"
+            } else if l.is_stale(now) {
+                "stale"
+            } else if l.holder_gone() {
+                "dead"
+            } else {
+                "held"
+            };
+            let started = std::time::UNIX_EPOCH + std::time::Duration::from_millis(l.started_ms);
+            LockHolder {
+                file: format!(
+                    "{}/lease/{}.{}.json",
+                    layout::STATE_DIR,
+                    l.name,
+                    l.generation
+                ),
+                pid: Some(l.pid),
+                host: Some(l.host.clone()),
+                started_at: Some(humantime::format_rfc3339_seconds(started).to_string()),
+                state: state.to_string(),
+                heartbeat_seconds_ago: Some(l.heartbeat_age(now).as_secs()),
+                timeout_seconds: Some(l.timeout_ms / 1000),
+            }
+        })
+        .collect()
 }
 
 /// True when `/proc/locks` lists a lock on the file with this device and inode. Lines look like

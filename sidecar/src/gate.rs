@@ -412,6 +412,8 @@ async fn preflight(cfg: &GateConfig, gate: &Gate, deployment: &Deployment) -> Re
 
 /// The quick check, or the full re-hash with `full`.
 fn check(dir: &Path, m: &Manifest, full: bool) -> ferry_sharder::Result<()> {
+    // On a shared volume this node may see the manifest before the files: wait for them first.
+    ferry_sharder::visible::wait(dir, m, ferry_sharder::visible::patience());
     if full {
         let opts = ferry_sharder::verify::Options {
             full: true,

@@ -11,9 +11,65 @@ pub struct Args {
     /// The status as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Instead of the status: probe the volume under DIR for what ferry relies on (O_EXCL
+    /// create, link(2), rename) and what it only uses when present (flock), and explain the
+    /// mount's options. Exit 7 when a required primitive fails.
+    #[arg(long)]
+    check_volume: bool,
+}
+
+async fn check_volume(args: &Args) -> anyhow::Result<()> {
+    let dir = args.dir.clone();
+    let r =
+        tokio::task::spawn_blocking(move || ferry_sharder::volume::check_volume(&dir)).await??;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!("{}", r.dir);
+        if let (Some(t), Some(p)) = (&r.fs_type, &r.mount_point) {
+            println!(
+                "  mount      {t} on {p} ({})",
+                r.mount_options.as_deref().unwrap_or("")
+            );
+        }
+        for c in &r.checks {
+            let verdict = match (c.ok, c.required) {
+                (true, _) => "ok",
+                (false, true) => "FAILED",
+                (false, false) => "absent",
+            };
+            println!("  {:<12} {verdict}: {}", c.name, c.detail);
+        }
+        if let Some(ms) = r.clock_offset_ms {
+            println!("  clock      file server {ms:+} ms from this node");
+        }
+        for a in &r.advice {
+            println!("  note       {a}");
+        }
+    }
+    if !r.ok() {
+        let failed: Vec<&str> = r
+            .checks
+            .iter()
+            .filter(|c| c.required && !c.ok)
+            .map(|c| c.name)
+            .collect();
+        return Err(ferry_sharder::Error::io(
+            &args.dir,
+            std::io::Error::other(format!(
+                "this volume lacks {} that ferry needs for safe concurrent writers; use another volume or mount options",
+                failed.join(", ")
+            )),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.check_volume {
+        return check_volume(&args).await;
+    }
     let dir = args.dir.clone();
     let s = tokio::task::spawn_blocking(move || ferry_sharder::status::status(&dir)).await??;
     if args.json {
@@ -92,8 +148,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     for l in &s.lock {
+        let beat = match (l.heartbeat_seconds_ago, l.timeout_seconds) {
+            (Some(a), Some(t)) => format!(", heartbeat {a}s ago, timeout {t}s"),
+            _ => String::new(),
+        };
         println!(
-            "  lock       {}: {} (pid {}, host {}, since {})",
+            "  lock       {}: {} (pid {}, host {}, since {}{beat})",
             l.file,
             l.state,
             l.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),

@@ -56,9 +56,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let m = manifest.clone();
     let d = dir.clone();
-    let report = tokio::task::spawn_blocking(move || verify::verify(&d, &m, &opts))
-        .await
-        .context("the verification task failed")??;
+    let report = tokio::task::spawn_blocking(move || {
+        // A shared volume may show this node the manifest before its files: wait for them.
+        ferry_sharder::visible::wait(&d, &m, ferry_sharder::visible::patience());
+        verify::verify(&d, &m, &opts)
+    })
+    .await
+    .context("the verification task failed")??;
     if args.json {
         let mut v = serde_json::to_value(&report)?;
         if let Some(o) = v.as_object_mut() {

@@ -2,6 +2,8 @@
 //! and running `ferry` as a real subprocess.
 #![allow(dead_code)]
 
+pub mod fuse;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
