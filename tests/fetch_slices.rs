@@ -66,8 +66,18 @@ fn indexed_job_slices_with_kills_end_in_one_manifest() {
         let mut children: Vec<(u32, Child)> = (0..n)
             .map(|i| (i, spawn_slice(&hub, dir.path(), i, n, false)))
             .collect();
-        std::thread::sleep(Duration::from_millis(700));
-        // Kill the first and the last pod mid-way, as a node failure would.
+        // Kill the first and the last pod mid-way, as a node failure would: once each has
+        // written its first heartbeat (a fixed delay is too short on a loaded machine), and a
+        // moment after, so that some are mid-transfer.
+        let beat = |i: u32| {
+            ferry_sharder::layout::slices_dir(dir.path()).join(format!("progress-{i}-of-{n}.json"))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while ![0, n - 1].iter().all(|&i| beat(i).exists()) && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
         let mut killed = Vec::new();
         for (i, c) in children.iter_mut() {
             if *i == 0 || *i == n - 1 {
