@@ -61,16 +61,15 @@ fn engine_minimum(engine: Engine, g: &GpuFacts) -> Finding {
         ),
         _ => "schedule onto newer GPUs (Volta sm70 for vLLM, Turing sm75 for SGLang)".into(),
     };
+    let symptom = match engine {
+        Engine::Sglang => "the engine stops with `SGLang only supports sm75 and above`",
+        Engine::Vllm => "vLLM's kernels are not built for it",
+    };
     Finding::error(
         "capability.engine",
         format!(
-            "{} is {}, below {engine}'s minimum {min} (the engine stops with `{}`)",
-            g.name,
-            g.capability,
-            match engine {
-                Engine::Sglang => "SGLang only supports sm75 and above",
-                Engine::Vllm => "GPU compute capability is too old",
-            }
+            "{} is {}, below {engine}'s minimum {min}: {symptom}",
+            g.name, g.capability
         ),
         fix,
     )
