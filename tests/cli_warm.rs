@@ -272,3 +272,24 @@ fn the_sidecar_warms_only_its_nodes_plan() {
     ];
     assert!(rest.iter().all(|&r| r < 0.10), "outside the plan: {rest:?}");
 }
+
+#[test]
+fn lws_group_size_alone_warms_the_whole_model() {
+    // Every LWS pod has LWS_GROUP_SIZE; without --tp it must not stop the warm.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("a.bin"), vec![7u8; 4096]).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["warm", "--json"])
+        .arg(d.path())
+        .env("LWS_GROUP_SIZE", "2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["bytes"], 4096);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warming the whole model"));
+}

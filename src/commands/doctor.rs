@@ -155,7 +155,15 @@ fn print_report(r: &Report) {
     }
     let count = |s| r.findings.iter().filter(|x| x.severity == s).count();
     println!();
-    if r.ok {
+    if r.ok && f.node.nvml_error.is_some() {
+        println!(
+            "verdict: the model-side checks pass ({} passed, {} warnings, {} skipped); the GPU \
+             checks did not run (no NVIDIA driver)",
+            count(Severity::Pass),
+            count(Severity::Warning),
+            count(Severity::Skipped)
+        );
+    } else if r.ok {
         println!(
             "verdict: should run ({} checks passed, {} warnings, {} skipped)",
             count(Severity::Pass),

@@ -99,6 +99,16 @@ impl ShareArgs {
         if !self.topology.given() {
             return Ok(WarmShare::Whole);
         }
+        let t = &self.topology;
+        if t.tp.is_none() && t.gpus_per_node.is_none() {
+            // LWS_GROUP_SIZE alone (every LWS pod has it) does not say how ranks are spread.
+            tracing::warn!(
+                "{} nodes but no --tp or --gpus-per-node: warming the whole model (pass --tp to \
+                 warm only this node's share)",
+                t.nnodes()
+            );
+            return Ok(WarmShare::Whole);
+        }
         let parallelism = self.topology.parallelism()?;
         let rank = match (rank, parallelism.nnodes) {
             (Some(r), _) => r,

@@ -65,16 +65,15 @@ fn engine_minimum(engine: InferenceEngine, g: &GpuFacts) -> Finding {
         }
         _ => "schedule onto newer GPUs (Volta sm70 for vLLM, Turing sm75 for SGLang)".into(),
     };
+    let symptom = match engine {
+        InferenceEngine::Sglang => "the engine stops with `SGLang only supports sm75 and above`",
+        InferenceEngine::Vllm => "vLLM's kernels are not built for it",
+    };
     Finding::error(
         "capability.engine",
         format!(
-            "{} is {}, below {engine}'s minimum {min} (the engine stops with `{}`)",
-            g.name,
-            g.capability,
-            match engine {
-                InferenceEngine::Sglang => "SGLang only supports sm75 and above",
-                InferenceEngine::Vllm => "GPU compute capability is too old",
-            }
+            "{} is {}, below {engine}'s minimum {min}: {symptom}",
+            g.name, g.capability
         ),
         fix,
     )
