@@ -144,15 +144,14 @@ pub fn status(dir: &Path) -> Result<Status> {
     // reported as not complete.
     let manifest = Manifest::read(dir).ok().flatten();
     let on_disk = verify::scan(dir)?;
-    let stray: Vec<String> = on_disk
+    // A file the manifest lists is the model's, whatever its name (`notes.tmp` may be real).
+    let listed: std::collections::HashSet<&str> = manifest
         .iter()
-        .filter(|f| verify::is_partial_name(f))
-        .cloned()
+        .flat_map(|m| m.files.iter().map(|f| f.path.as_str()))
         .collect();
-    let published: Vec<&String> = on_disk
-        .iter()
-        .filter(|f| !verify::is_partial_name(f))
-        .collect();
+    let is_stray = |f: &str| verify::is_partial_name(f) && !listed.contains(f);
+    let stray: Vec<String> = on_disk.iter().filter(|f| is_stray(f)).cloned().collect();
+    let published: Vec<&String> = on_disk.iter().filter(|f| !is_stray(f)).collect();
     let progress = read_progress(dir);
     let (partial_files, partial_bytes, partial_names) = partials(dir);
     let published_bytes: u64 = published
