@@ -229,7 +229,8 @@ fn serve_opens_only_once_the_model_is_complete_and_verified() {
     // Repaired: opens.
     std::fs::write(dir.join("model.safetensors"), &files[1].1).unwrap();
     let body = sc.wait_for_status("/readyz", 200);
-    assert!(body.contains("test-org/tiny"), "{body}");
+    assert!(body.starts_with("open: test-org/tiny at "), "{body}");
+    assert!(!body.contains("open: open:"), "{body}");
     assert_eq!(sc.get("/healthz").0, 200);
 
     let m = sc.get("/metrics").1;
@@ -548,5 +549,74 @@ fn preflight_passes_and_each_node_warms_only_its_share() {
         "{target} of {total}\n{m}"
     );
     assert!(!m.contains("rule=\"tp.heads\""), "{m}");
+    assert!(sc.terminate().success());
+}
+
+#[test]
+fn serve_shuts_the_gate_when_the_model_changes_after_it_opened() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("model");
+    let files = model_files();
+    write_files(&dir, &files);
+    commit_manifest(&dir, &files);
+    let sc = Sidecar::start(&[
+        "--model-dir",
+        dir.to_str().unwrap(),
+        "--mode",
+        "serve",
+        "--recheck-every",
+        "500ms",
+    ]);
+    sc.wait_for_status("/readyz", 200);
+
+    // A shard deleted under the open gate: the timer alone (only /metrics polled, which does
+    // not re-check) shuts it within a bound.
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    let started = Instant::now();
+    let m = loop {
+        let m = sc.get("/metrics").1;
+        if metric(&m, "ferry_gate_open") == Some(0.0) {
+            break m;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still open 5 s after a shard was deleted: {m}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(metric(&m, "ferry_recheck_failures_total"), Some(1.0), "{m}");
+    assert_eq!(
+        metric(&m, r#"ferry_state{state="failed"}"#),
+        Some(1.0),
+        "{m}"
+    );
+    let reason = m
+        .lines()
+        .find(|l| l.starts_with("ferry_recheck_failed{"))
+        .unwrap_or_else(|| panic!("no ferry_recheck_failed series: {m}"));
+    assert!(
+        reason.contains("model.safetensors") && reason.ends_with(" 1"),
+        "{reason}"
+    );
+    let (code, body) = sc.get("/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("changed after the gate opened"), "{body}");
+    assert!(body.contains("model.safetensors"), "{body}");
+
+    // Whole again: reopens; the counter keeps its count and the reason is gone.
+    std::fs::write(dir.join("model.safetensors"), &files[1].1).unwrap();
+    sc.wait_for_status("/readyz", 200);
+    let m = sc.get("/metrics").1;
+    assert_eq!(metric(&m, "ferry_recheck_failures_total"), Some(1.0), "{m}");
+    assert!(!m.contains("ferry_recheck_failed{"), "{m}");
+
+    // The manifest removed: /readyz itself notices (no wait for the timer tick).
+    std::fs::remove_file(ferry_sharder::layout::manifest_path(&dir)).unwrap();
+    let started = Instant::now();
+    let body = sc.wait_for_status("/readyz", 503);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(body.contains("manifest") && body.contains("gone"), "{body}");
+    let m = sc.get("/metrics").1;
+    assert_eq!(metric(&m, "ferry_recheck_failures_total"), Some(2.0), "{m}");
     assert!(sc.terminate().success());
 }

@@ -108,3 +108,18 @@ fn missing_directory_is_not_found() {
     let out = ferry(&["status", "/nonexistent/ferry-model"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
 }
+
+#[test]
+fn an_io_error_names_the_os_error_once() {
+    let d = tempfile::tempdir().unwrap();
+    let missing = d.path().join("no-such-model");
+    let out = ferry(&["status", missing.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains(missing.to_str().unwrap()), "{err}");
+    assert_eq!(
+        err.matches("No such file or directory").count(),
+        1,
+        "the OS error is printed more than once: {err}"
+    );
+}

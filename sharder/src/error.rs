@@ -5,11 +5,12 @@ use crate::finding::Finding;
 /// Everything that can go wrong while reading, checking or writing a model directory.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
+    // Named `cause`, not `source`: the message shows it already, and `ferry` prints the whole
+    // source chain, which would show it twice.
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: not a valid ferry manifest: {reason}\n  hint: delete it and re-run `ferry fetch`, which rewrites it after verifying every file")]
     BadManifest { path: PathBuf, reason: String },
@@ -40,7 +41,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 }
@@ -50,7 +51,7 @@ impl Error {
     pub fn kind(&self) -> crate::ErrorKind {
         use crate::ErrorKind;
         match self {
-            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            Error::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound => {
                 ErrorKind::NotFound
             }
             Error::Io { .. } => ErrorKind::Storage,

@@ -88,6 +88,72 @@ struct RawInfo {
     data_offsets: [u64; 2],
 }
 
+/// A header's tensor entries in file order of appearance, each parsed on its own (one small
+/// `Value` at a time, so a malformed entry is named without failing the others); `__metadata__`
+/// is skipped without being built.
+struct Entries(Vec<(String, Result<RawInfo, String>)>);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object of tensor entries")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Entries, A::Error> {
+                let mut out = Vec::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    if name == "__metadata__" {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        continue;
+                    }
+                    let value: serde_json::Value = map.next_value()?;
+                    let raw = serde_json::from_value::<RawInfo>(value).map_err(|e| e.to_string());
+                    out.push((name, raw));
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A process-wide cap on header bytes being parsed at once.
+mod budget {
+    use std::sync::{Condvar, Mutex};
+
+    /// Header bytes that may be in memory at once across threads. A header larger than this
+    /// waits until it can run alone.
+    pub const BYTES: u64 = 256 << 20;
+
+    static IN_USE: Mutex<u64> = Mutex::new(0);
+    static FREED: Condvar = Condvar::new();
+
+    pub struct Permit(u64);
+
+    pub fn acquire(n: u64) -> Permit {
+        let want = n.min(BYTES);
+        let mut used = IN_USE.lock().unwrap_or_else(|p| p.into_inner());
+        while *used + want > BYTES {
+            used = FREED.wait(used).unwrap_or_else(|p| p.into_inner());
+        }
+        *used += want;
+        Permit(want)
+    }
+
+    impl Drop for Permit {
+        fn drop(&mut self) {
+            let mut used = IN_USE.lock().unwrap_or_else(|p| p.into_inner());
+            *used -= self.0;
+            FREED.notify_all();
+        }
+    }
+}
+
 /// Reads and parses the header of `dir/rel`. Entries that do not parse are reported in the
 /// returned findings (naming the tensor) and left out; a header that cannot be read at all is a
 /// single finding.
@@ -120,19 +186,21 @@ pub fn read_header(dir: &Path, rel: &str) -> Result<(ShardHeader, Vec<Finding>),
             format!("header says it is {n} bytes but the file has only {file_size}: truncated"),
         ));
     }
+    // Hold this header's share of the byte budget until its entries are built, so parallel
+    // validation of several huge headers cannot add up to gigabytes.
+    let _budget = budget::acquire(n);
     let mut buf = vec![0u8; n as usize];
     file.read_exact_at(&mut buf, 8)
         .map_err(|e| Finding::error(rel, format!("cannot read the header: {e}")))?;
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&buf)
-        .map_err(|e| Finding::error(rel, format!("header is not valid JSON: {e}")))?;
     let data_start = 8 + n;
+    // Entry by entry, never as one `Value` tree: a tree costs ~20x the header's size.
+    let Entries(entries) = serde_json::from_slice(&buf)
+        .map_err(|e| Finding::error(rel, format!("header is not valid JSON: {e}")))?;
+    drop(buf);
     let mut findings = Vec::new();
-    let mut tensors = Vec::with_capacity(map.len());
-    for (name, value) in map {
-        if name == "__metadata__" {
-            continue;
-        }
-        match serde_json::from_value::<RawInfo>(value) {
+    let mut tensors = Vec::with_capacity(entries.len());
+    for (name, raw) in entries {
+        match raw {
             Ok(raw) => tensors.push(TensorEntry {
                 name,
                 dtype: raw.dtype,

@@ -144,15 +144,14 @@ pub fn status(dir: &Path) -> Result<Status> {
     // reported as not complete.
     let manifest = Manifest::read(dir).ok().flatten();
     let on_disk = verify::scan(dir)?;
-    let stray: Vec<String> = on_disk
+    // A file the manifest lists is the model's, whatever its name (`notes.tmp` may be real).
+    let listed: std::collections::HashSet<&str> = manifest
         .iter()
-        .filter(|f| verify::is_partial_name(f))
-        .cloned()
+        .flat_map(|m| m.files.iter().map(|f| f.path.as_str()))
         .collect();
-    let published: Vec<&String> = on_disk
-        .iter()
-        .filter(|f| !verify::is_partial_name(f))
-        .collect();
+    let is_stray = |f: &str| verify::is_partial_name(f) && !listed.contains(f);
+    let stray: Vec<String> = on_disk.iter().filter(|f| is_stray(f)).cloned().collect();
+    let published: Vec<&String> = on_disk.iter().filter(|f| !is_stray(f)).collect();
     let progress = read_progress(dir);
     let (partial_files, partial_bytes, partial_names) = partials(dir);
     let published_bytes: u64 = published
@@ -199,7 +198,17 @@ pub fn status(dir: &Path) -> Result<Status> {
     };
     let last_progress_seconds = last_progress_age(dir, progress.as_ref());
     let slices = slice_states(dir);
-    let slice_progress = slice_heartbeats(dir);
+    let mut slice_progress = slice_heartbeats(dir);
+    // A finished slice's last heartbeat may count only what its final run moved (0 when it had
+    // nothing left to fetch): its completion marker says all of it is there.
+    for sp in &mut slice_progress {
+        if slices
+            .iter()
+            .any(|st| st.count == sp.count && st.done.contains(&sp.index))
+        {
+            sp.bytes_done = sp.bytes_total;
+        }
+    }
     let lock = lock_holders(dir);
     let complete = manifest.is_some();
     let verdict = verdict(
@@ -488,6 +497,38 @@ fn verdict(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_finished_slice_shows_all_its_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let slices = crate::layout::slices_dir(d.path());
+        std::fs::create_dir_all(&slices).unwrap();
+        for i in 0..2 {
+            std::fs::write(
+                slices.join(format!("progress-{i}-of-2.json")),
+                r#"{"bytes_done": 0, "bytes_total": 1000}"#,
+            )
+            .unwrap();
+        }
+        let files: Vec<crate::slices::SliceInput> = ["a", "b"]
+            .iter()
+            .map(|p| crate::slices::SliceInput {
+                path: p.to_string(),
+                size: 500,
+            })
+            .collect();
+        let plan = crate::slices::plan_slices(&files, 2);
+        crate::slices::SliceDone::new(&plan[0], 2, "c".repeat(40))
+            .write(d.path())
+            .unwrap();
+        let s = super::status(d.path()).unwrap();
+        let by: Vec<(u32, u64, u64)> = s
+            .slice_progress
+            .iter()
+            .map(|p| (p.index, p.bytes_done, p.bytes_total))
+            .collect();
+        assert_eq!(by, vec![(0, 1000, 1000), (1, 0, 1000)]);
+    }
+
     #[test]
     fn proc_locks_line_matches_by_device_and_inode() {
         let dev = libc::makedev(8, 1);

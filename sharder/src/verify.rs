@@ -100,12 +100,16 @@ pub fn verify(dir: &Path, manifest: &Manifest, opts: &Options) -> Result<Report>
     let listed: std::collections::HashSet<&str> =
         manifest.files.iter().map(|f| f.path.as_str()).collect();
     for rel in &on_disk {
+        // A listed file is the model's, whatever its name: only unlisted ones can be strays.
+        if listed.contains(rel.as_str()) {
+            continue;
+        }
         if is_partial_name(rel) {
             findings.push(Finding::error(
                 rel,
                 "stray partial file outside .ferry/ (an interrupted download or copy): delete it",
             ));
-        } else if !listed.contains(rel.as_str()) {
+        } else {
             findings.push(Finding::warning(rel, "not in the manifest (extra file)"));
         }
     }

@@ -216,6 +216,41 @@ fn stray_partial_file_is_named_but_ferry_state_is_not() {
 }
 
 #[test]
+fn a_listed_file_with_a_partial_name_is_not_a_stray() {
+    let d = tempfile::tempdir().unwrap();
+    clean_model(d.path());
+    // Real model files that happen to carry download-ish suffixes, listed in the manifest.
+    let listed = [
+        "notes.tmp",
+        "sub/weights.part",
+        "log.incomplete",
+        "x.download",
+    ];
+    for rel in listed {
+        let p = d.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"legit").unwrap();
+    }
+    let m = manifest_of(d.path());
+    m.write_atomic(d.path()).unwrap();
+    // An unlisted one still is a stray.
+    std::fs::write(d.path().join("other.tmp"), b"xx").unwrap();
+    let r = verify::verify(d.path(), &m, &Options::default()).unwrap();
+    let e = errors(&r);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        e[0].contains("other.tmp") && e[0].contains("stray"),
+        "{e:#?}"
+    );
+    let s = ferry_sharder::status::status(d.path()).unwrap();
+    assert_eq!(s.stray, vec!["other.tmp".to_string()]);
+    std::fs::remove_file(d.path().join("other.tmp")).unwrap();
+    verify::quick_check(d.path(), &m).unwrap();
+    let s = ferry_sharder::status::status(d.path()).unwrap();
+    assert!(s.stray.is_empty(), "{:?}", s.stray);
+}
+
+#[test]
 fn missing_file_wrong_total_bad_config_and_duplicates() {
     let d = tempfile::tempdir().unwrap();
     let m = clean_model(d.path());

@@ -106,6 +106,8 @@ pub struct GateConfig {
     pub preflight: Option<Deployment>,
     pub poll: Poll,
     pub on_bad_model: OnBadModel,
+    /// How often serve mode re-checks an open gate (see [`crate::recheck`]).
+    pub recheck_every: Duration,
 }
 
 impl GateConfig {
@@ -118,6 +120,7 @@ impl GateConfig {
             preflight: None,
             poll: Poll::default(),
             on_bad_model: OnBadModel::Fail,
+            recheck_every: crate::recheck::EVERY,
         }
     }
 }
@@ -142,18 +145,23 @@ pub struct Snapshot {
     pub warm: Option<WarmReport>,
     /// The preflight's errors and warnings (empty until it ran, or when all passed).
     pub preflight: Vec<Finding>,
+    /// Times a re-check shut the open gate, and why it is shut now (if a re-check shut it).
+    pub recheck_failures: u64,
+    pub recheck_failure: Option<String>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    phase: Phase,
-    detail: String,
+pub(crate) struct Inner {
+    pub(crate) phase: Phase,
+    pub(crate) detail: String,
     waited: Option<Duration>,
-    manifest: Option<Manifest>,
+    pub(crate) manifest: Option<Manifest>,
     verify_seconds: Option<f64>,
     warm_target_bytes: u64,
     warm: Option<WarmReport>,
     preflight: Vec<Finding>,
+    pub(crate) recheck_failures: u64,
+    pub(crate) recheck_failure: Option<String>,
 }
 
 /// The gate's state, shared between [`run`] and whoever reports on it.
@@ -162,6 +170,8 @@ pub struct Gate {
     model_dir: PathBuf,
     started: Instant,
     inner: Mutex<Inner>,
+    /// When the last re-check started; held while one runs.
+    pub(crate) last_recheck: Mutex<Option<Instant>>,
     /// Progress and cancellation of a running warm.
     pub warm: WarmControl,
 }
@@ -179,7 +189,10 @@ impl Gate {
                 warm_target_bytes: 0,
                 warm: None,
                 preflight: Vec::new(),
+                recheck_failures: 0,
+                recheck_failure: None,
             }),
+            last_recheck: Mutex::new(None),
             model_dir,
             started: Instant::now(),
             warm: WarmControl::default(),
@@ -190,7 +203,7 @@ impl Gate {
         &self.model_dir
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain data behind: keep serving it.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -219,6 +232,8 @@ impl Gate {
             warm_bytes: self.warm.bytes_done(),
             warm: g.warm.clone(),
             preflight: g.preflight.clone(),
+            recheck_failures: g.recheck_failures,
+            recheck_failure: g.recheck_failure.clone(),
         }
     }
 
@@ -352,22 +367,24 @@ pub async fn run(cfg: GateConfig, gate: Arc<Gate>) -> Result<()> {
         }
     }
 
-    gate.set(
-        Phase::Open,
-        format!(
-            "open: {} at {} ({} files, {:.2} GB) in {}",
-            manifest.repo,
-            manifest.commit,
-            manifest.files.len(),
-            manifest.total_bytes() as f64 / 1e9,
-            dir.display()
-        ),
-    );
+    gate.set(Phase::Open, open_detail(&manifest, &dir));
     tracing::info!(
         "gate open after {:.1} s",
         gate.started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// What `/readyz` says after "open: " (it prefixes the phase itself).
+pub(crate) fn open_detail(m: &Manifest, dir: &Path) -> String {
+    format!(
+        "{} at {} ({} files, {:.2} GB) in {}",
+        m.repo,
+        m.commit,
+        m.files.len(),
+        m.total_bytes() as f64 / 1e9,
+        dir.display()
+    )
 }
 
 /// Runs the doctor's checks until none fails: a failure keeps the gate shut with the finding
@@ -411,7 +428,7 @@ async fn preflight(cfg: &GateConfig, gate: &Gate, deployment: &Deployment) -> Re
 }
 
 /// The quick check, or the full re-hash with `full`.
-fn check(dir: &Path, m: &Manifest, full: bool) -> ferry_sharder::Result<()> {
+pub(crate) fn check(dir: &Path, m: &Manifest, full: bool) -> ferry_sharder::Result<()> {
     // On a shared volume this node may see the manifest before the files: wait for them first.
     ferry_sharder::visible::wait(dir, m, ferry_sharder::visible::patience());
     if full {

@@ -18,6 +18,7 @@ pub mod doctor;
 pub mod error;
 pub mod gate;
 pub mod metrics;
+pub mod recheck;
 pub mod residency;
 pub mod server;
 pub mod service;

@@ -7,6 +7,7 @@
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
@@ -21,6 +22,11 @@ type FGauge = Gauge<f64, AtomicU64>;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,6 +61,8 @@ pub struct Metrics {
     warm_bytes_per_second: FGauge,
     residency_ratio: FGauge,
     preflight: Family<FindingLabels, Gauge>,
+    recheck_failures: Counter,
+    recheck_failed: Family<ReasonLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -80,6 +88,8 @@ impl Metrics {
             warm_bytes_per_second: FGauge::default(),
             residency_ratio: FGauge::default(),
             preflight: Family::default(),
+            recheck_failures: Counter::default(),
+            recheck_failed: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -154,6 +164,16 @@ impl Metrics {
              rule, the finding and its fix as labels",
             m.preflight.clone(),
         );
+        r.register(
+            "ferry_recheck_failures",
+            "Times a re-check found the model changed after the gate opened, and shut it",
+            m.recheck_failures.clone(),
+        );
+        r.register(
+            "ferry_recheck_failed",
+            "1 while a re-check keeps the gate shut, with what it found as the reason label",
+            m.recheck_failed.clone(),
+        );
         m
     }
 
@@ -196,6 +216,19 @@ impl Metrics {
                     severity: f.severity.as_str().to_string(),
                     message: f.message.clone(),
                     fix: f.fix.clone().unwrap_or_default(),
+                })
+                .set(1);
+        }
+        // The gate counts; the counter catches up (a scrape may follow several shuts).
+        let seen = self.recheck_failures.get();
+        if s.recheck_failures > seen {
+            self.recheck_failures.inc_by(s.recheck_failures - seen);
+        }
+        self.recheck_failed.clear();
+        if let Some(reason) = &s.recheck_failure {
+            self.recheck_failed
+                .get_or_create(&ReasonLabels {
+                    reason: reason.clone(),
                 })
                 .set(1);
         }

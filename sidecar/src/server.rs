@@ -38,6 +38,9 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    // An open gate is re-checked first (at most once per MIN_GAP, whoever probes).
+    let g = s.gate.clone();
+    let _ = tokio::task::spawn_blocking(move || g.recheck(crate::recheck::MIN_GAP)).await;
     let snap = s.gate.snapshot();
     let code = if snap.phase == crate::gate::Phase::Open {
         StatusCode::OK

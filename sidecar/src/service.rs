@@ -59,7 +59,7 @@ pub async fn run(cfg: SidecarConfig) -> Result<()> {
     let outcome: Result<()> = tokio::select! {
         r = &mut gate_task => match r {
             Ok(Ok(())) if cfg.mode == Mode::Serve => {
-                let sig = signal.await;
+                let sig = recheck_until(&gate, cfg.gate.recheck_every, signal).await;
                 tracing::info!("{sig}: shutting down");
                 Ok(())
             }
@@ -85,4 +85,26 @@ pub async fn run(cfg: SidecarConfig) -> Result<()> {
         }
     }
     outcome
+}
+
+/// Re-checks the open gate every `every` until `signal` completes, and returns the signal.
+async fn recheck_until(
+    gate: &Arc<Gate>,
+    every: std::time::Duration,
+    signal: impl std::future::Future<Output = &'static str>,
+) -> &'static str {
+    tokio::pin!(signal);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            sig = &mut signal => return sig,
+            _ = tick.tick() => {
+                let g = gate.clone();
+                // Half the period: a timer tick is never skipped for a probe's recent check.
+                let gap = every / 2;
+                let _ = tokio::task::spawn_blocking(move || g.recheck(gap)).await;
+            }
+        }
+    }
 }

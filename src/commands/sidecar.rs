@@ -59,6 +59,10 @@ pub struct Args {
     /// How often to log what the gate still waits for.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub log_every: Duration,
+    /// Serve mode: how often to re-check an open gate (manifest there, every file with its
+    /// size); `/readyz` also re-checks, at most once a second. A change shuts the gate.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub recheck_every: Duration,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -91,6 +95,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         log_every: args.log_every,
         ..Poll::default()
     };
+    gate.recheck_every = args.recheck_every.max(Duration::from_millis(100));
     gate.on_bad_model = match mode {
         Mode::Init => OnBadModel::Fail,
         Mode::Serve => OnBadModel::Retry,

@@ -81,14 +81,15 @@ def get(url: str) -> tuple[int, str]:
 
 
 @pytest.fixture
-def sidecar(tmp_path):
+def sidecar(tmp_path, request):
+    extra = list(getattr(request, "param", []))
     if not FERRY.exists():
         pytest.fail(f"{FERRY} not found: build it with `cargo build -p ferry` or set FERRY_BIN")
     model = tmp_path / "model"
     model.mkdir()
     proc = subprocess.Popen(
         [str(FERRY), "sidecar", "--model-dir", str(model), "--mode", "serve", "--warm",
-         "--listen", "127.0.0.1:0", "--poll-max", "200ms"],
+         "--listen", "127.0.0.1:0", "--poll-max", "200ms", *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -187,3 +188,31 @@ def test_metrics_parse_with_the_named_series(sidecar):
     # Graceful shutdown on SIGTERM.
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize("sidecar", [["--recheck-every", "300ms"]], indirect=True)
+def test_a_shard_deleted_after_open_shows_in_metrics(sidecar):
+    model, base, proc = sidecar
+    commit(model, model_files())
+    deadline = time.monotonic() + 30
+    while get(base + "/readyz")[0] != 200:
+        assert time.monotonic() < deadline, get(base + "/readyz")
+        time.sleep(0.05)
+    fams = parse_openmetrics(get(base + "/metrics")[1])
+    assert fams["ferry_recheck_failures"].type == "counter"
+    assert sample(fams, "ferry_recheck_failures", "ferry_recheck_failures_total") == 0
+
+    (model / "model.safetensors").unlink()
+    deadline = time.monotonic() + 5
+    while True:
+        fams = parse_openmetrics(get(base + "/metrics")[1])
+        if sample(fams, "ferry_gate_open") == 0:
+            break
+        assert time.monotonic() < deadline, "gate still open 5 s after a shard was deleted"
+        time.sleep(0.05)
+    assert sample(fams, "ferry_recheck_failures", "ferry_recheck_failures_total") == 1
+    assert sample(fams, "ferry_state", state="failed") == 1
+    [failed] = fams["ferry_recheck_failed"].samples
+    assert failed.value == 1 and "model.safetensors" in failed.labels["reason"], failed
+    code, body = get(base + "/readyz")
+    assert code == 503 and "model.safetensors" in body, body
