@@ -92,6 +92,10 @@ class Hub:
     def set_faults(self, faults: dict) -> dict:
         return self._call("/_hubsim/faults", json.dumps(faults).encode())
 
+    def requests(self) -> list[dict]:
+        """The request log (method, host, path, authorization, accept_encoding, range, status)."""
+        return self._call("/_hubsim/requests")
+
 
 def _run_hubsim(*args: str) -> None:
     result = subprocess.run([str(HUBSIM), *args], capture_output=True, text=True, timeout=120)

@@ -164,3 +164,38 @@ fn prehash_fills_the_hash_cache_before_the_ready_line() {
     drop(server);
     let (_server, _url) = spawn(dir.path(), &["--no-hash-cache", "--prehash"]);
 }
+
+#[tokio::test]
+async fn realistic_and_quirks_flags_set_the_quirks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("org/tiny")).unwrap();
+    let get = |url: String| async move {
+        let c = reqwest::Client::builder().no_proxy().build().unwrap();
+        let v: serde_json::Value = c
+            .get(format!("{url}/_hubsim/faults"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["quirks"].clone()
+    };
+    let (_a, url) = spawn(dir.path(), &["--realistic"]);
+    let want = serde_json::to_value(hubsim::serve::Quirks::realistic()).unwrap();
+    assert_eq!(get(url).await, want);
+    // tests/python/test_realistic.py spells the same set out.
+    let py = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../python/test_realistic.py"
+    ))
+    .unwrap();
+    for (k, _) in want.as_object().unwrap() {
+        assert!(
+            py.contains(&format!("\"{k}\"")),
+            "test_realistic.py lacks {k}"
+        );
+    }
+    let (_b, url) = spawn(dir.path(), &["--quirks", r#"{"ms_listing_cap": 5}"#]);
+    assert_eq!(get(url).await, serde_json::json!({"ms_listing_cap": 5}));
+}

@@ -14,6 +14,7 @@ mod qwen;
 mod repo_files;
 mod stream;
 mod tensor;
+mod virtual_repo;
 mod write;
 
 use std::fmt;
@@ -26,6 +27,9 @@ pub use plan::{
     plan, plan_files, shard_names, PlannedContent, PlannedFile, RepoPlan, INDEX_FILE, SINGLE_FILE,
 };
 pub use qwen::QwenDims;
+pub use virtual_repo::{
+    load_virtual, write_virtual, LoadError, VirtualFile, VirtualRepo, VIRTUAL_FILE,
+};
 pub use write::{write_repo, WriteSummary};
 
 /// Which real model's layout to imitate.
@@ -157,6 +161,12 @@ pub fn run(args: &GenerateArgs) -> Result<WriteSummary, GenerateError> {
     let mut summary = write_repo(&plan, &args.out, args.sparse)?;
     summary.elapsed = start.elapsed();
     Ok(summary)
+}
+
+/// `hubsim generate --virtual`: plans the repository, hashes it, and writes only
+/// `args.out/.hubsim-virtual.json` (`--sparse` does not apply).
+pub fn run_virtual(args: &GenerateArgs) -> Result<WriteSummary, GenerateError> {
+    write_virtual(&ModelSpec::from(args), &args.out)
 }
 
 /// Parses sizes like `400MiB`, `2GiB`, `642GB` or plain bytes.

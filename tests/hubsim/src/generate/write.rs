@@ -25,12 +25,26 @@ pub struct WriteSummary {
     /// Sum of file sizes (apparent sizes for sparse files).
     pub bytes: u64,
     pub sparse: bool,
+    /// Nothing but `.hubsim-virtual.json` was written (`generate --virtual`).
+    pub virtual_repo: bool,
     pub elapsed: Duration,
 }
 
 impl fmt::Display for WriteSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self.elapsed.as_secs_f64();
+        if self.virtual_repo {
+            return write!(
+                f,
+                "planned and hashed {} files ({} shards, {}, virtual: served from the seed, \
+                 nothing but .hubsim-virtual.json written) in {} in {:.2}s",
+                self.files,
+                self.shards,
+                ByteSize(self.bytes).display().iec(),
+                self.dir.display(),
+                secs
+            );
+        }
         write!(
             f,
             "wrote {} files ({} shards, {}{}) to {} in {:.2}s",
@@ -106,13 +120,14 @@ pub fn write_repo(
         shards: plan.shards().count(),
         bytes: plan.total_file_bytes(),
         sparse,
+        virtual_repo: false,
         elapsed: start.elapsed(),
     })
 }
 
 /// Weight files of an earlier run with other flags (say 163 shards where this run writes 8)
 /// would make the directory a mix of two repositories that a server would happily serve.
-fn refuse_stale_weights(plan: &RepoPlan, dir: &Path) -> Result<(), GenerateError> {
+pub(crate) fn refuse_stale_weights(plan: &RepoPlan, dir: &Path) -> Result<(), GenerateError> {
     let entries = fs::read_dir(dir).map_err(GenerateError::io("list", dir))?;
     let mut stale = Vec::new();
     for entry in entries {

@@ -11,14 +11,24 @@ use super::faults::{BodyFaults, OverLimit};
 use super::stats::BodyGuard;
 use super::throttle::{chunk_for, Pacer};
 use super::AppState;
+use crate::generate::RepoPlan;
 
 /// Largest chunk read from disk and handed to the connection at once.
 const CHUNK: usize = 256 * 1024;
 
-/// One body to stream: `len` bytes of `file` from file offset `start` (the file is already
-/// positioned there).
+/// Where the bytes come from.
+pub enum Reader {
+    /// A file already positioned at the body's start.
+    Disk(tokio::fs::File),
+    /// File `index` of a virtual repo's plan, made on the fly at any offset.
+    Planned(Arc<RepoPlan>, usize),
+    /// A blob in memory.
+    Bytes(Arc<[u8]>),
+}
+
+/// One body to stream: `len` bytes of the reader from file offset `start`.
 pub struct BodySpec {
-    pub file: tokio::fs::File,
+    pub reader: Reader,
     pub start: u64,
     pub len: u64,
     pub faults: BodyFaults,
@@ -115,9 +125,26 @@ async fn next_chunk(mut st: State) -> Option<(std::io::Result<Bytes>, State)> {
     }
 
     let mut buf = BytesMut::zeroed(want as usize);
-    if let Err(e) = st.spec.file.read_exact(&mut buf).await {
-        st.done = true;
-        return Some((Err(e), st));
+    match &mut st.spec.reader {
+        Reader::Disk(file) => {
+            if let Err(e) = file.read_exact(&mut buf).await {
+                st.done = true;
+                return Some((Err(e), st));
+            }
+        }
+        Reader::Bytes(bytes) => {
+            let at = (st.spec.start + st.sent) as usize;
+            let n = buf.len();
+            buf.copy_from_slice(&bytes[at..at + n]);
+        }
+        Reader::Planned(plan, index) => {
+            let n = plan.files[*index].read_at(st.spec.start + st.sent, &mut buf);
+            if n != buf.len() {
+                st.done = true;
+                let err = std::io::Error::other("hubsim: planned file shorter than listed");
+                return Some((Err(err), st));
+            }
+        }
     }
     if let Some(off) = st.spec.faults.corrupt_at {
         let pos = st.spec.start + st.sent;

@@ -8,11 +8,12 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use tokio::io::AsyncSeekExt;
 
-use super::body::{self, BodySpec};
+use super::body::{self, BodySpec, Reader};
 use super::faults::{OverLimit, Target};
 use super::range::{self, RangeReq};
+use super::realism::Compressible;
 use super::reply;
-use super::repo::FileEntry;
+use super::repo::{FileEntry, Source};
 use super::AppState;
 
 /// A file request after routing and access checks.
@@ -29,9 +30,31 @@ pub struct Download<'a> {
 
 pub async fn respond(app: &Arc<AppState>, d: Download<'_>) -> Response {
     let total = d.entry.size;
-    let (status, start, end) = match range::parse(d.range.as_deref(), total) {
+    let target = Target {
+        text: &d.fault_text,
+        file: true,
+    };
+    let parsed = range::parse(d.range.as_deref(), total);
+    let (shape, fired) = match parsed {
+        RangeReq::Partial { start, end } if !d.head => {
+            app.faults.shape(&target, true, end + 1 - start)
+        }
+        _ => Default::default(),
+    };
+    for name in fired {
+        app.stats.fault(name);
+    }
+    let parsed = if shape.ignore_range {
+        RangeReq::Full
+    } else {
+        parsed
+    };
+    let (status, start, end) = match parsed {
         RangeReq::Full => (StatusCode::OK, 0, total),
-        RangeReq::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end + 1),
+        RangeReq::Partial { start, end } => {
+            let end = end + 1 - shape.short_by.unwrap_or(0);
+            (StatusCode::PARTIAL_CONTENT, start, end)
+        }
         RangeReq::Unsatisfiable => {
             let mut resp = Response::new(Body::empty());
             *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
@@ -55,7 +78,8 @@ pub async fn respond(app: &Arc<AppState>, d: Download<'_>) -> Response {
         HeaderValue::from_static("application/octet-stream"),
     );
     if status == StatusCode::PARTIAL_CONTENT {
-        let value = format!("bytes {start}-{}/{total}", end - 1);
+        let claimed = total.saturating_add_signed(shape.total_delta.unwrap_or(0));
+        let value = format!("bytes {start}-{}/{claimed}", end - 1);
         reply::set(&mut headers, header::CONTENT_RANGE, &value);
     }
 
@@ -73,26 +97,26 @@ pub async fn respond(app: &Arc<AppState>, d: Download<'_>) -> Response {
         }
     }
 
-    let target = Target {
-        text: &d.fault_text,
-        file: true,
-    };
     let (faults, fired) = app.faults.body(&target, start, end);
     for name in fired {
         app.stats.fault(name);
     }
 
-    let file = match open_at(&d.entry.abs, start).await {
-        Ok(f) => f,
-        Err(e) => {
-            return reply::plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("hubsim: cannot read {}: {e}", d.entry.path),
-            )
-        }
+    let reader = match &d.entry.source {
+        Source::Disk(abs) => match open_at(abs, start).await {
+            Ok(f) => Reader::Disk(f),
+            Err(e) => {
+                return reply::plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("hubsim: cannot read {}: {e}", d.entry.path),
+                )
+            }
+        },
+        Source::Planned(plan, index) => Reader::Planned(plan.clone(), *index),
+        Source::Bytes(bytes) => Reader::Bytes(bytes.clone()),
     };
     let spec = BodySpec {
-        file,
+        reader,
         start,
         len: end - start,
         faults,
@@ -101,6 +125,9 @@ pub async fn respond(app: &Arc<AppState>, d: Download<'_>) -> Response {
     let mut resp = Response::new(body::stream(spec, app.clone()));
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
+    if !d.entry.lfs {
+        resp.extensions_mut().insert(Compressible);
+    }
     resp
 }
 

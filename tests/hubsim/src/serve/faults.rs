@@ -6,10 +6,12 @@
 //! (also hit API listing calls, not only file requests).
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+
+use super::quirks::Quirks;
 
 /// The full, replaceable fault set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -31,6 +33,13 @@ pub struct FaultConfig {
     /// that are not served: a hostile hub naming `../x` or `/etc/x`, for clients' path checks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub extra_listing_paths: Vec<String>,
+    /// "Like the real hub" behaviours (see quirks.rs); all off by default.
+    #[serde(skip_serializing_if = "is_default")]
+    pub quirks: Quirks,
+}
+
+fn is_default(q: &Quirks) -> bool {
+    *q == Quirks::default()
 }
 
 /// Connection-over-limit behaviour, for testing adaptive clients.
@@ -74,6 +83,10 @@ pub struct FaultRule {
     /// Also hit API calls (repo info, tree, file listings), not only file requests.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub api: bool,
+    /// Active only during the first `for_secs` seconds after this fault set was installed (at
+    /// start or by `POST /_hubsim/faults`): a storm that ends by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_secs: Option<u64>,
 }
 
 /// What a fault does.
@@ -105,6 +118,16 @@ pub enum FaultKind {
     /// Answer resolves of LFS files (HF) and file downloads (ModelScope) with 302 to a signed
     /// `/_cdn/` URL on the other origin (`localhost` <-> `127.0.0.1`).
     Redirect,
+    /// Ignore the `Range` header: `200` with the whole body.
+    IgnoreRange,
+    /// Answer a ranged request with a `206` that is `missing_bytes` (default 1) shorter than
+    /// asked (Content-Range and Content-Length agree with what is sent).
+    ShortPartial {
+        #[serde(default = "one")]
+        missing_bytes: u64,
+    },
+    /// A `206` whose Content-Range total is the file size plus `delta` (the listing disagrees).
+    WrongTotal { delta: i64 },
 }
 
 fn one() -> u64 {
@@ -123,6 +146,9 @@ impl FaultKind {
             FaultKind::Truncate { .. } => "truncate",
             FaultKind::Corrupt { .. } => "corrupt",
             FaultKind::Redirect => "redirect",
+            FaultKind::IgnoreRange => "ignore_range",
+            FaultKind::ShortPartial { .. } => "short_partial",
+            FaultKind::WrongTotal { .. } => "wrong_total",
         }
     }
 }
@@ -149,7 +175,7 @@ impl FaultConfig {
                 return Err("body_limit.max_bodies must be at least 1".into());
             }
         }
-        Ok(())
+        self.quirks.validate()
     }
 
     pub fn cdn_expiry(&self) -> Duration {
@@ -201,28 +227,82 @@ impl BodyFaults {
 
 const DEFAULT_STALL: Duration = Duration::from_secs(3600);
 
+/// How a ranged file answer is bent (issue-15 faults), decided once per request.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Shape {
+    pub ignore_range: bool,
+    pub short_by: Option<u64>,
+    pub total_delta: Option<i64>,
+}
+
 /// The live fault set; every decision takes the lock briefly and decrements counts atomically.
 pub struct Faults {
-    config: Mutex<FaultConfig>,
+    config: Mutex<(FaultConfig, Instant)>,
 }
 
 impl Faults {
     pub fn new(config: FaultConfig) -> Self {
         Self {
-            config: Mutex::new(config),
+            config: Mutex::new((config, Instant::now())),
         }
     }
 
     pub fn get(&self) -> FaultConfig {
-        self.lock().clone()
+        self.lock().0.clone()
     }
 
     pub fn set(&self, config: FaultConfig) {
-        *self.lock() = config;
+        *self.lock() = (config, Instant::now());
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, FaultConfig> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (FaultConfig, Instant)> {
         self.config.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&FaultConfig) -> R) -> R {
+        f(&self.lock().0)
+    }
+
+    /// A copy of the quirks (their counters may be stale by the time it is read).
+    pub fn quirks(&self) -> Quirks {
+        self.lock().0.quirks.clone()
+    }
+
+    /// Counts one ModelScope listing against `ms_listing_403`; true if this one answers 403.
+    pub fn ms_listing_403(&self) -> bool {
+        let mut g = self.lock();
+        let Some(w) = g.0.quirks.ms_listing_403.as_mut() else {
+            return false;
+        };
+        if w.skip > 0 {
+            w.skip -= 1;
+            return false;
+        }
+        if w.count > 0 {
+            w.count -= 1;
+            return true;
+        }
+        false
+    }
+
+    /// Counts one HF API call (`tree` or repo info) against `hf_api_429`; `Some(secs)` if this
+    /// one answers 429.
+    pub fn hf_api_429(&self, tree: bool) -> Option<u64> {
+        use super::quirks::ApiCalls;
+        let mut g = self.lock();
+        let r = g.0.quirks.hf_api_429.as_mut()?;
+        match (r.calls, tree) {
+            (ApiCalls::Tree, false) | (ApiCalls::Revision, true) => return None,
+            _ => {}
+        }
+        match r.count.as_mut() {
+            Some(0) => None,
+            Some(c) => {
+                *c -= 1;
+                Some(r.secs)
+            }
+            None => Some(r.secs),
+        }
     }
 
     /// Fires every rule in scope (count left, path filter, probability roll) whose `pick`
@@ -233,11 +313,16 @@ impl Faults {
         target: &Target,
         mut pick: impl FnMut(&FaultKind) -> Option<T>,
     ) -> Vec<(&'static str, T)> {
-        let mut cfg = self.lock();
+        let mut guard = self.lock();
+        let age = guard.1.elapsed();
+        let cfg = &mut guard.0;
         let mut out = Vec::new();
         let mut rng = rand::rng();
         for rule in cfg.rules.iter_mut() {
             if !(target.file || rule.api) || rule.count == Some(0) {
+                continue;
+            }
+            if rule.for_secs.is_some_and(|s| age >= Duration::from_secs(s)) {
                 continue;
             }
             if let Some(p) = &rule.path_contains {
@@ -264,7 +349,7 @@ impl Faults {
     /// Global latency plus latency rules, and the first terminal pre-header fault.
     pub fn pre_header(&self, target: &Target) -> (PreHeader, Vec<&'static str>) {
         let mut pre = PreHeader {
-            latency: Duration::from_millis(self.lock().latency_ms),
+            latency: Duration::from_millis(self.with(|c| c.latency_ms)),
             action: None,
         };
         let mut action = None;
@@ -340,25 +425,63 @@ impl Faults {
         (faults, fired.into_iter().map(|(n, ())| n).collect())
     }
 
+    /// How to bend a ranged answer of a file of `total` bytes; `ranged`: the client asked for a
+    /// range that was parsed (`len` bytes).
+    pub fn shape(&self, target: &Target, ranged: bool, len: u64) -> (Shape, Vec<&'static str>) {
+        let mut shape = Shape::default();
+        if !ranged {
+            return (shape, Vec::new());
+        }
+        let fired = self.fire(target, |k| match *k {
+            // An ignored range leaves nothing for the other two to bend: they wait.
+            FaultKind::IgnoreRange
+                if !shape.ignore_range
+                    && shape.short_by.is_none()
+                    && shape.total_delta.is_none() =>
+            {
+                shape.ignore_range = true;
+                Some(())
+            }
+            FaultKind::ShortPartial { missing_bytes }
+                if !shape.ignore_range
+                    && shape.short_by.is_none()
+                    && missing_bytes > 0
+                    && missing_bytes < len =>
+            {
+                shape.short_by = Some(missing_bytes);
+                Some(())
+            }
+            FaultKind::WrongTotal { delta }
+                if !shape.ignore_range && shape.total_delta.is_none() && delta != 0 =>
+            {
+                shape.total_delta = Some(delta);
+                Some(())
+            }
+            _ => None,
+        });
+        (shape, fired.into_iter().map(|(n, ())| n).collect())
+    }
+
     /// (total cap, per-body cap) in bytes/s; 0 means unlimited.
     pub fn bandwidth(&self) -> (u64, u64) {
-        let c = self.lock();
-        (
-            c.bandwidth_total_bps.unwrap_or(0),
-            c.bandwidth_per_body_bps.unwrap_or(0),
-        )
+        self.with(|c| {
+            (
+                c.bandwidth_total_bps.unwrap_or(0),
+                c.bandwidth_per_body_bps.unwrap_or(0),
+            )
+        })
     }
 
     pub fn extra_listing_paths(&self) -> Vec<String> {
-        self.lock().extra_listing_paths.clone()
+        self.with(|c| c.extra_listing_paths.clone())
     }
 
     pub fn body_limit(&self) -> Option<BodyLimit> {
-        self.lock().body_limit.clone()
+        self.with(|c| c.body_limit.clone())
     }
 
     pub fn cdn_expiry(&self) -> Duration {
-        self.lock().cdn_expiry()
+        self.with(FaultConfig::cdn_expiry)
     }
 }
 

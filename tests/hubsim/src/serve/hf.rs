@@ -272,7 +272,13 @@ pub async fn resolve(
         text: &req.decoded,
         file: true,
     };
-    if entry.lfs && app.faults.redirect(&target) {
+    let quirks = app.faults.quirks();
+    if !entry.lfs && quirks.hf_resolve_cache_redirect {
+        // Relative, like the hub's; the client follows it and reads the metadata there.
+        let location = resolve_cache_path(&repo.id, &snap.commit, &entry.path);
+        return redirect_status(meta, &location, StatusCode::TEMPORARY_REDIRECT);
+    }
+    if entry.lfs && (quirks.hf_lfs_cdn_redirect || app.faults.redirect(&target)) {
         app.stats.fault("redirect");
         let cdn_path = cdn_path(&repo.id, &snap.commit, &entry.path);
         let origin = cdn::other_origin(req.host_header(), app.port);
@@ -317,13 +323,64 @@ pub fn metadata(commit: &str, entry: &super::repo::FileEntry) -> HeaderMap {
 }
 
 /// A 302 carrying the metadata (the client reads it from the 302 itself on a cross-origin hop).
-pub fn redirect(mut meta: HeaderMap, location: &str) -> Response {
+pub fn redirect(meta: HeaderMap, location: &str) -> Response {
+    redirect_status(meta, location, StatusCode::FOUND)
+}
+
+fn redirect_status(mut meta: HeaderMap, location: &str, status: StatusCode) -> Response {
     set(&mut meta, header::LOCATION, location);
     set(&mut meta, header::CONTENT_LENGTH, "0");
     let mut resp = Response::new(axum::body::Body::empty());
-    *resp.status_mut() = StatusCode::FOUND;
+    *resp.status_mut() = status;
     *resp.headers_mut() = meta;
     resp
+}
+
+/// `/api/resolve-cache/models/{org}/{name}/{commit}/{path}`, path segments percent-encoded.
+fn resolve_cache_path(repo_id: &str, commit: &str, path: &str) -> String {
+    let encoded: Vec<String> = path
+        .split('/')
+        .map(|s| percent_encoding::utf8_percent_encode(s, super::SEGMENT).to_string())
+        .collect();
+    format!(
+        "/api/resolve-cache/models/{repo_id}/{commit}/{}",
+        encoded.join("/")
+    )
+}
+
+/// `HEAD|GET /api/resolve-cache/models/{ns}/{name}/{commit}/{path}`: where the hub sends small
+/// files; access rules as for `resolve`.
+pub async fn resolve_cache(
+    app: &Arc<AppState>,
+    req: &Req,
+    ns: &str,
+    name: &str,
+    commit: &str,
+    path: &str,
+) -> Response {
+    let (_, snap) = match open(app, req, ns, name, commit, true).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let Some(entry) = snap.file(path) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            Some("EntryNotFound"),
+            "Entry not found",
+        );
+    };
+    download::respond(
+        app,
+        Download {
+            entry,
+            head: req.is_head(),
+            meta: metadata(&snap.commit, entry),
+            range: req.range(),
+            stats_key: req.raw_path.clone(),
+            fault_text: req.decoded.clone(),
+        },
+    )
+    .await
 }
 
 /// `/_cdn/{org}/{name}/{commit}/{path}` with each path segment percent-encoded.

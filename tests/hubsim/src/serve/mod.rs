@@ -14,7 +14,10 @@ mod faults;
 mod hashes;
 mod hf;
 mod modelscope;
+pub mod ollama;
+mod quirks;
 mod range;
+mod realism;
 mod reply;
 mod repo;
 mod routes;
@@ -38,8 +41,9 @@ pub(crate) use routes::Req;
 pub use error::ServeError;
 pub use faults::{BodyLimit, FaultConfig, FaultKind, FaultRule, OverLimit};
 pub use hashes::{git_blob_sha1, lfs_pointer};
+pub use quirks::{ApiCalls, ApiRateLimit, Intermittent, MsVariant, Quirks};
 pub use repo::{RepoConfig, CONFIG_FILE};
-pub use stats::{PathStats, StatsSnapshot};
+pub use stats::{PathStats, RequestRecord, StatsSnapshot};
 
 /// Characters percent-encoded in one URL path segment we generate.
 pub(crate) const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -112,6 +116,15 @@ pub struct ServeArgs {
     /// Hash every repo and ref before printing the ready line, so no request waits for hashing.
     #[arg(long)]
     pub prehash: bool,
+    /// Behave like the real hubs (every quirk of `Quirks::realistic`: ModelScope without commit
+    /// ids, small files ignoring Range, a listing 403, the 3000-entry cap; HF RateLimit headers,
+    /// an API 429, 307s to resolve-cache and canonical names, CDN redirects, gzip).
+    #[arg(long)]
+    pub realistic: bool,
+    /// Quirks as JSON (the `quirks` object of the fault set), replacing --realistic's, e.g.
+    /// '{"ms_listing_cap":3000,"ms_no_commit_ids":true}'.
+    #[arg(long, value_name = "JSON")]
+    pub quirks: Option<String>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -196,7 +209,15 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 probability: None,
                 path_contains: None,
                 api: false,
+                for_secs: None,
             });
+        }
+        if a.realistic {
+            faults.quirks = Quirks::realistic();
+        }
+        if let Some(json) = &a.quirks {
+            faults.quirks = serde_json::from_str(json)
+                .map_err(|e| ServeError::Faults(format!("--quirks {json}: {e}")))?;
         }
         for json in &a.faults {
             let rule: FaultRule = serde_json::from_str(json)
@@ -253,6 +274,18 @@ impl Handle {
 
     pub fn reset_stats(&self) {
         self.app.stats.reset();
+    }
+
+    /// The request log (oldest first, the last 10000), like `GET /_hubsim/requests`; cleared by
+    /// [`Handle::reset_stats`].
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.app.stats.requests()
+    }
+
+    /// `http://localhost:PORT`: the same server under its other loopback name (another origin
+    /// for clients), the target of `"origin_redirect": "other"` from [`Handle::url`].
+    pub fn other_url(&self) -> String {
+        format!("http://localhost:{}", self.addr.port())
     }
 
     pub fn faults(&self) -> FaultConfig {
@@ -329,6 +362,7 @@ pub async fn start(config: ServeConfig) -> Result<Handle, ServeError> {
         .route("/_hubsim/stats", get(get_stats))
         .route("/_hubsim/stats/reset", post(reset_stats))
         .route("/_hubsim/faults", get(get_faults).post(set_faults))
+        .route("/_hubsim/requests", get(get_requests))
         .fallback(routes::dispatch)
         .with_state(app.clone());
     let task = tokio::spawn(async move { axum::serve(listener, router).await });
@@ -393,6 +427,10 @@ async fn get_stats(State(app): State<Arc<AppState>>) -> Response {
 async fn reset_stats(State(app): State<Arc<AppState>>) -> Response {
     app.stats.reset();
     reply::json(StatusCode::OK, &serde_json::json!(app.stats.snapshot()))
+}
+
+async fn get_requests(State(app): State<Arc<AppState>>) -> Response {
+    reply::json(StatusCode::OK, &serde_json::json!(app.stats.requests()))
 }
 
 async fn get_faults(State(app): State<Arc<AppState>>) -> Response {

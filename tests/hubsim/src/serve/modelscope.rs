@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::access::{self, Denied};
 use super::download::{self, Download};
 use super::faults::Target;
+use super::quirks::{MsVariant, Quirks};
 use super::reply::{self, set};
 use super::repo::{LookupError, Repo, Snapshot};
 use super::{cdn, hf, AppState, Req};
@@ -126,6 +127,13 @@ async fn open(
         .map_err(|e| lookup_error(e, ns, name))?;
     access::check(&repo.config, &app.tokens, req.token.as_deref(), file)
         .map_err(|d| denied(d, &repo))?;
+    if app.faults.quirks().ms_revision_names_only && is_commit_id(rev) {
+        return Err(lookup_error(
+            LookupError::RevisionNotFound(rev.to_string()),
+            ns,
+            name,
+        ));
+    }
     let snap = app
         .store
         .resolve(&repo, rev)
@@ -134,13 +142,33 @@ async fn open(
     Ok((repo, snap))
 }
 
+fn is_commit_id(rev: &str) -> bool {
+    rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The commit that "last changed" a file, for `ms_per_file_revision`: stable per content.
+fn file_revision(path: &str, sha256: &str) -> String {
+    use sha1::{Digest, Sha1};
+    let mut h = Sha1::new();
+    h.update(format!("hubsim-file-revision\0{path}\0{sha256}").as_bytes());
+    hex::encode(h.finalize())
+}
+
 /// `GET /api/v1/models/{ns}/{name}/repo/files?Revision=&Recursive=&Root=`.
 pub async fn files(app: &AppState, req: &Req, ns: &str, name: &str) -> Response {
     let q = query(req);
-    let (_, snap) = match open(app, req, ns, name, &q.revision, false).await {
+    let (repo, snap) = match open(app, req, ns, name, &q.revision, false).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
+    if app.faults.ms_listing_403() {
+        app.stats.fault("ms_listing_403");
+        return error(
+            StatusCode::FORBIDDEN,
+            &format!("no permission to access model {}", repo.id),
+        );
+    }
+    let quirks = app.faults.quirks();
     if !q.root.is_empty() && !snap.dirs.iter().any(|(d, _)| *d == q.root) {
         return error(
             StatusCode::NOT_FOUND,
@@ -156,12 +184,17 @@ pub async fn files(app: &AppState, req: &Req, ns: &str, name: &str) -> Response 
         };
         rest.is_some_and(|r| q.recursive || !r.contains('/'))
     };
-    let common = |path: &str| {
+    let common = |path: &str, sha256: &str| {
+        let rev = if quirks.ms_per_file_revision {
+            file_revision(path, sha256)
+        } else {
+            snap.commit.clone()
+        };
         json!({
             "Name": path.rsplit('/').next().unwrap_or(path),
             "Path": path,
-            "Revision": snap.commit,
-            "CommitId": snap.commit,
+            "Revision": rev,
+            "CommitId": rev,
             "CommitMessage": "hubsim snapshot",
             "CommitterName": "hubsim",
             "CommittedDate": COMMIT_TIME,
@@ -169,9 +202,9 @@ pub async fn files(app: &AppState, req: &Req, ns: &str, name: &str) -> Response 
         })
     };
     let mut entries: Vec<(String, Value)> = Vec::new();
-    for (d, _) in &snap.dirs {
+    for (d, oid) in &snap.dirs {
         if wanted(d) {
-            let mut e = common(d);
+            let mut e = common(d, oid);
             e["Type"] = json!("tree");
             e["Size"] = json!(0);
             e["Sha256"] = json!("");
@@ -182,7 +215,7 @@ pub async fn files(app: &AppState, req: &Req, ns: &str, name: &str) -> Response 
     }
     for f in &snap.files {
         if wanted(&f.path) {
-            let mut e = common(&f.path);
+            let mut e = common(&f.path, &f.hashes.sha256);
             e["Type"] = json!("blob");
             e["Size"] = json!(f.size);
             e["Sha256"] = json!(f.hashes.sha256);
@@ -192,7 +225,7 @@ pub async fn files(app: &AppState, req: &Req, ns: &str, name: &str) -> Response 
         }
     }
     for p in app.faults.extra_listing_paths() {
-        let mut e = common(&p);
+        let mut e = common(&p, "");
         e["Type"] = json!("blob");
         e["Size"] = json!(1);
         e["Sha256"] = json!(hex::encode([0u8; 32]));
@@ -201,12 +234,45 @@ pub async fn files(app: &AppState, req: &Req, ns: &str, name: &str) -> Response 
         entries.push((p, e));
     }
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let files: Vec<Value> = entries.into_iter().map(|(_, v)| v).collect();
+    if let Some(cap) = quirks.ms_listing_cap {
+        // Silently, like the real service: the client notices only by counting.
+        entries.truncate(cap);
+    }
+    let files: Vec<Value> = entries
+        .into_iter()
+        .map(|(_, v)| variant(v, &quirks))
+        .collect();
+    if quirks.has(MsVariant::BareList) {
+        return envelope(Value::Array(files));
+    }
     envelope(json!({
         "Files": files,
         "IsVisual": 0,
         "LatestCommitter": {"CommitterName": "hubsim"},
     }))
+}
+
+/// Reshapes one listing entry as `ms_listing_variants` asks.
+fn variant(mut e: Value, quirks: &Quirks) -> Value {
+    let Some(obj) = e.as_object_mut() else {
+        return e;
+    };
+    if quirks.has(MsVariant::EmptySha256) {
+        obj.insert("Sha256".into(), json!(""));
+    }
+    if quirks.has(MsVariant::NameOnly) {
+        if let Some(path) = obj.remove("Path") {
+            obj.insert("Name".into(), path);
+        }
+    }
+    if quirks.has(MsVariant::LowercaseKeys) {
+        for key in ["Sha256", "Size", "Path", "Type"] {
+            if let Some(v) = obj.remove(key) {
+                obj.insert(key.to_ascii_lowercase(), v);
+            }
+        }
+    }
+    e
 }
 
 /// `GET|HEAD /api/v1/models/{ns}/{name}/repo?Revision=&FilePath=`.
@@ -225,15 +291,18 @@ pub async fn file(app: &Arc<AppState>, req: &Req, ns: &str, name: &str) -> Respo
             &format!("file {path} not found in model {ns}/{name}"),
         );
     };
+    let quirks = app.faults.quirks();
     let mut meta = HeaderMap::new();
     let etag = format!("\"{}\"", entry.hashes.sha256);
     set(&mut meta, HeaderName::from_static("x-linked-etag"), &etag);
     set(&mut meta, header::ETAG, &etag);
-    set(
-        &mut meta,
-        HeaderName::from_static("x-repo-commit"),
-        &snap.commit,
-    );
+    if !quirks.ms_no_commit_ids {
+        set(
+            &mut meta,
+            HeaderName::from_static("x-repo-commit"),
+            &snap.commit,
+        );
+    }
     let file_name = entry.path.rsplit('/').next().unwrap_or(&entry.path);
     set(
         &mut meta,
@@ -257,7 +326,12 @@ pub async fn file(app: &Arc<AppState>, req: &Req, ns: &str, name: &str) -> Respo
             entry,
             head: req.is_head(),
             meta,
-            range: req.range(),
+            // The real service sends small files whole, whatever the Range.
+            range: if quirks.ms_small_files_ignore_range && !entry.lfs {
+                None
+            } else {
+                req.range()
+            },
             stats_key: ms_stats_key(req, path),
             fault_text: req.decoded.clone(),
         },
@@ -277,13 +351,18 @@ pub async fn revisions(app: &AppState, req: &Req, ns: &str, name: &str) -> Respo
         Ok(x) => x,
         Err(resp) => return resp,
     };
+    let no_ids = app.faults.quirks().ms_no_commit_ids;
     let mut branches = Vec::new();
     for r in app.store.ref_names(&repo) {
         let Ok(snap) = app.store.resolve(&repo, &r).await else {
             continue;
         };
         let name = if r == "main" { "master".to_string() } else { r };
-        branches.push(json!({"Revision": name, "CommitId": snap.commit, "CreatedAt": COMMIT_TIME}));
+        let mut b = json!({"Revision": name, "CreatedAt": COMMIT_TIME});
+        if !no_ids {
+            b["CommitId"] = json!(snap.commit);
+        }
+        branches.push(b);
     }
     envelope(json!({"RevisionMap": {"Branches": branches, "Tags": []}}))
 }
@@ -294,7 +373,7 @@ pub async fn info(app: &AppState, req: &Req, ns: &str, name: &str) -> Response {
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    envelope(json!({
+    let mut body = json!({
         "Id": repo.id,
         "Name": name,
         "Path": ns,
@@ -304,5 +383,9 @@ pub async fn info(app: &AppState, req: &Req, ns: &str, name: &str) -> Response {
         "Tags": [],
         "CreatedTime": COMMIT_TIME,
         "LastUpdatedTime": COMMIT_TIME,
-    }))
+    });
+    if app.faults.quirks().ms_no_commit_ids {
+        body["Revision"] = json!("master");
+    }
+    envelope(body)
 }

@@ -71,3 +71,44 @@ pub fn injected_status(status: u16) -> Response {
         }),
     )
 }
+
+/// 429 for an HF API call in the hub's style: the `"api"` window is used up for `secs`.
+pub fn api_rate_limited(secs: u64) -> Response {
+    let mut resp = json(
+        StatusCode::TOO_MANY_REQUESTS,
+        &serde_json::json!({
+            "error": "You have exceeded our hourly quotas for action: api. We invite you to retry later.",
+        }),
+    );
+    let h = resp.headers_mut();
+    set(h, header::RETRY_AFTER, &secs.to_string());
+    set(
+        h,
+        HeaderName::from_static("ratelimit"),
+        &format!("\"api\";r=0;t={secs}"),
+    );
+    set(
+        h,
+        HeaderName::from_static("ratelimit-policy"),
+        "\"fixed window\";\"api\";q=500;w=300",
+    );
+    set(h, HeaderName::from_static("x-error-code"), "RateLimited");
+    resp
+}
+
+/// The headers the real hub puts on every answer: informational, not a limit (`r` > 0).
+pub fn informational_ratelimit(h: &mut HeaderMap) {
+    if h.contains_key("ratelimit") {
+        return;
+    }
+    set(
+        h,
+        HeaderName::from_static("ratelimit"),
+        "\"resolvers\";r=2999;t=172",
+    );
+    set(
+        h,
+        HeaderName::from_static("ratelimit-policy"),
+        "\"fixed window\";\"resolvers\";q=3000;w=300",
+    );
+}

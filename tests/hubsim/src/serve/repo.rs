@@ -14,7 +14,8 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
-use super::hashes::{FileHashes, HashCache};
+use super::hashes::{git_blob_sha1, lfs_pointer, FileHashes, HashCache};
+use crate::generate::{load_virtual, RepoPlan, VIRTUAL_FILE};
 
 /// Name of the per-repo config file (excluded from listings).
 pub const CONFIG_FILE: &str = ".hubsim.json";
@@ -43,12 +44,23 @@ pub struct Repo {
     pub config: RepoConfig,
 }
 
+/// Where a file's bytes come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A file on disk.
+    Disk(PathBuf),
+    /// File `index` of a virtual repo's plan: made on the fly.
+    Planned(Arc<RepoPlan>, usize),
+    /// A small blob held in memory (an Ollama config).
+    Bytes(Arc<[u8]>),
+}
+
 /// One file of a snapshot.
 #[derive(Debug, Clone)]
 pub struct FileEntry {
     /// Repo-relative path with `/` separators.
     pub path: String,
-    pub abs: PathBuf,
+    pub source: Source,
     pub size: u64,
     pub lfs: bool,
     pub hashes: FileHashes,
@@ -85,6 +97,8 @@ pub enum LookupError {
     Io(#[from] std::io::Error),
     #[error("invalid {CONFIG_FILE} in {repo}: {message}")]
     Config { repo: String, message: String },
+    #[error("{0}")]
+    Virtual(String),
 }
 
 /// Which files count as LFS (like real repos: large files and weight formats).
@@ -146,6 +160,20 @@ impl RepoStore {
             hashes: hash_cache.map_or_else(HashCache::default, HashCache::with_file),
             snapshots: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Hashes of any file under the root (cached like a repo file's); `lfs` style (no git sha1).
+    pub async fn file_hashes(
+        &self,
+        path: &Path,
+        size: u64,
+        mtime: Option<SystemTime>,
+    ) -> std::io::Result<FileHashes> {
+        self.hashes.get(path, size, mtime, true).await
     }
 
     /// Every repo under the root (`ORG/NAME` directories, hidden names skipped).
@@ -210,6 +238,15 @@ impl RepoStore {
         Ok(Repo { id, dir, config })
     }
 
+    /// The repo id whose spelling differs from `ns/name` only in case, if one exists.
+    pub fn canonical_id(&self, ns: &str, name: &str) -> Option<String> {
+        self.repo_ids()
+            .ok()?
+            .into_iter()
+            .find(|(n, m)| n.eq_ignore_ascii_case(ns) && m.eq_ignore_ascii_case(name))
+            .map(|(n, m)| format!("{n}/{m}"))
+    }
+
     /// The directory holding `rev`'s tree, following ref aliases; None if `rev` is no ref.
     fn ref_dir(&self, repo: &Repo, rev: &str) -> Option<PathBuf> {
         let mut name = rev.to_string();
@@ -266,6 +303,9 @@ impl RepoStore {
 
     /// The snapshot of a tree directory, reused while no file's size or mtime changed.
     async fn snapshot(&self, dir: &Path) -> Result<Arc<Snapshot>, LookupError> {
+        if let Ok(meta) = std::fs::metadata(dir.join(VIRTUAL_FILE)) {
+            return self.virtual_snapshot(dir, &meta);
+        }
         let owned = dir.to_path_buf();
         let walked = tokio::task::spawn_blocking(move || walk(&owned))
             .await
@@ -291,7 +331,7 @@ impl RepoStore {
             let hashes = self.hashes.get(&w.abs, w.size, w.mtime, lfs).await?;
             Ok::<_, std::io::Error>(FileEntry {
                 path: w.path,
-                abs: w.abs,
+                source: Source::Disk(w.abs),
                 size: w.size,
                 lfs,
                 hashes,
@@ -309,6 +349,60 @@ impl RepoStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(dir.to_path_buf(), (signature, snap.clone()));
+        Ok(snap)
+    }
+}
+
+impl RepoStore {
+    /// The snapshot of a virtual repo (`hubsim generate --virtual`): planned from its spec, hashes
+    /// from its file; reused while that file's size and mtime stay.
+    fn virtual_snapshot(
+        &self,
+        dir: &Path,
+        meta: &std::fs::Metadata,
+    ) -> Result<Arc<Snapshot>, LookupError> {
+        let signature: Signature = vec![(VIRTUAL_FILE.into(), meta.len(), meta.modified().ok())];
+        let mut cache = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((sig, snap)) = cache.get(dir) {
+            if *sig == signature {
+                return Ok(snap.clone());
+            }
+        }
+        let (plan, doc) = load_virtual(dir)
+            .map_err(|e| LookupError::Virtual(e.to_string()))?
+            .ok_or_else(|| LookupError::Virtual(format!("{VIRTUAL_FILE} vanished")))?;
+        let plan = Arc::new(plan);
+        let files = doc
+            .files
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let lfs = self.lfs.is_lfs(&v.path, v.size);
+                let hashes = if lfs {
+                    let pointer = lfs_pointer(&v.sha256, v.size);
+                    FileHashes {
+                        git_oid: git_blob_sha1(pointer.as_bytes()),
+                        pointer_size: pointer.len() as u64,
+                        sha256: v.sha256,
+                    }
+                } else {
+                    FileHashes {
+                        git_oid: v.git_sha1.unwrap_or_default(),
+                        pointer_size: 0,
+                        sha256: v.sha256,
+                    }
+                };
+                FileEntry {
+                    path: v.path,
+                    source: Source::Planned(plan.clone(), i),
+                    size: v.size,
+                    lfs,
+                    hashes,
+                }
+            })
+            .collect();
+        let snap = Arc::new(build_snapshot(files));
+        cache.insert(dir.to_path_buf(), (signature, snap.clone()));
         Ok(snap)
     }
 }
@@ -364,7 +458,9 @@ fn walk(dir: &Path) -> std::io::Result<Vec<Walked>> {
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
-            if name == ".git" || (rel_dir.is_empty() && name == CONFIG_FILE) {
+            if name == ".git"
+                || (rel_dir.is_empty() && (name == CONFIG_FILE || name == VIRTUAL_FILE))
+            {
                 continue;
             }
             let rel = if rel_dir.is_empty() {

@@ -63,7 +63,8 @@ fn decode(s: &str) -> String {
     percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
-enum Route {
+#[derive(Clone)]
+pub(crate) enum Route {
     HfInfo {
         ns: String,
         name: String,
@@ -79,6 +80,12 @@ enum Route {
         ns: String,
         name: String,
         rev: String,
+        path: String,
+    },
+    HfResolveCache {
+        ns: String,
+        name: String,
+        commit: String,
         path: String,
     },
     HfApiUnknown,
@@ -105,6 +112,21 @@ enum Route {
         commit: String,
         path: String,
     },
+    OllamaManifest {
+        ns: String,
+        model: String,
+        tag: String,
+    },
+    OllamaBlob {
+        ns: String,
+        model: String,
+        digest: String,
+    },
+    OllamaCdn {
+        ns: String,
+        model: String,
+        digest: String,
+    },
     NotFound,
 }
 
@@ -121,6 +143,21 @@ impl Route {
         };
         match segs.as_slice() {
             ["api", "v1", "repos", "internalAccelerationInfo"] => Route::MsProbe,
+            ["v2", _, _, "manifests", _] => Route::OllamaManifest {
+                ns: d(1),
+                model: d(2),
+                tag: d(4),
+            },
+            ["v2", _, _, "blobs", _] => Route::OllamaBlob {
+                ns: d(1),
+                model: d(2),
+                digest: d(4),
+            },
+            ["_ollama_cdn", _, _, _] => Route::OllamaCdn {
+                ns: d(1),
+                model: d(2),
+                digest: d(3),
+            },
             ["api", "v1", "models", _, _] => Route::MsInfo {
                 ns: d(3),
                 name: d(4),
@@ -154,6 +191,12 @@ impl Route {
                 rev: d(5),
                 path: rest(6),
             },
+            ["api", "resolve-cache", "models", _, _, _, _, ..] => Route::HfResolveCache {
+                ns: d(3),
+                name: d(4),
+                commit: d(5),
+                path: rest(6),
+            },
             ["api", ..] => Route::HfApiUnknown,
             ["_cdn", _, _, _, _, ..] => Route::Cdn {
                 ns: d(1),
@@ -175,7 +218,36 @@ impl Route {
     fn is_file(&self) -> bool {
         matches!(
             self,
-            Route::HfResolve { .. } | Route::MsFile { .. } | Route::Cdn { .. }
+            Route::HfResolve { .. }
+                | Route::HfResolveCache { .. }
+                | Route::MsFile { .. }
+                | Route::Cdn { .. }
+                | Route::OllamaBlob { .. }
+                | Route::OllamaCdn { .. }
+        )
+    }
+
+    /// HF routes naming a repo: (ns, name, index of the ns segment in the path).
+    pub(crate) fn hf_repo(&self) -> Option<(&str, &str, usize)> {
+        match self {
+            Route::HfInfo { ns, name, .. } | Route::HfTree { ns, name, .. } => Some((ns, name, 2)),
+            Route::HfResolve { ns, name, .. } => Some((ns, name, 0)),
+            _ => None,
+        }
+    }
+
+    fn is_hf_api(&self) -> bool {
+        matches!(self, Route::HfInfo { .. } | Route::HfTree { .. })
+    }
+
+    fn is_modelscope(&self) -> bool {
+        matches!(
+            self,
+            Route::MsFiles { .. }
+                | Route::MsFile { .. }
+                | Route::MsRevisions { .. }
+                | Route::MsInfo { .. }
+                | Route::MsProbe
         )
     }
 }
@@ -199,6 +271,7 @@ pub async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Res
         fallback_host: format!("127.0.0.1:{}", app.port),
     };
     let route = Route::parse(&req.raw_path);
+    let quirks = app.faults.quirks();
 
     let key = match &route {
         Route::MsFile { .. } => {
@@ -212,8 +285,8 @@ pub async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Res
         }
         _ => req.raw_path.clone(),
     };
-    let cdn_with_auth =
-        matches!(route, Route::Cdn { .. }) && req.headers.contains_key(header::AUTHORIZATION);
+    let cdn_with_auth = matches!(route, Route::Cdn { .. } | Route::OllamaCdn { .. })
+        && req.headers.contains_key(header::AUTHORIZATION);
     app.stats.request(&key, cdn_with_auth);
 
     let target = Target {
@@ -227,17 +300,55 @@ pub async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Res
     if !pre.latency.is_zero() {
         tokio::time::sleep(pre.latency).await;
     }
-    let resp = match pre.action {
+    let redirect = super::realism::redirect_before(&app, &req, &route, &quirks);
+    let mut resp = match pre.action {
         Some(PreAction::Status(status)) => reply::injected_status(status),
         Some(PreAction::RateLimit(secs)) => reply::rate_limited(secs),
         Some(PreAction::Stall(how_long)) => {
             tokio::time::sleep(how_long).await;
             reply::injected_status(504)
         }
-        None => handle(&app, &req, route).await,
+        None => match redirect {
+            Some(resp) => resp,
+            None => match route
+                .is_hf_api()
+                .then(|| app.faults.hf_api_429(matches!(route, Route::HfTree { .. })))
+                .flatten()
+            {
+                Some(secs) => {
+                    app.stats.fault("hf_api_429");
+                    reply::api_rate_limited(secs)
+                }
+                None => handle(&app, &req, route.clone()).await,
+            },
+        },
     };
-    app.stats.status(resp.status().as_u16());
+    if quirks.hf_ratelimit_headers && !route.is_modelscope() {
+        reply::informational_ratelimit(resp.headers_mut());
+    }
+    if quirks.gzip {
+        resp = super::realism::gzip(&req, resp).await;
+    }
+    let status = resp.status().as_u16();
+    app.stats.status(status);
+    app.stats.log(super::RequestRecord {
+        method: req.method.to_string(),
+        host: req.host(),
+        path: match &req.query {
+            Some(q) => format!("{}?{q}", req.raw_path),
+            None => req.raw_path.clone(),
+        },
+        authorization: req.headers.contains_key(header::AUTHORIZATION),
+        accept_encoding: header_text(&req.headers, header::ACCEPT_ENCODING),
+        range: req.range(),
+        status,
+        content_encoding: header_text(resp.headers(), header::CONTENT_ENCODING),
+    });
     resp
+}
+
+fn header_text(h: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    h.get(name)?.to_str().ok().map(str::to_string)
 }
 
 async fn handle(app: &Arc<AppState>, req: &Req, route: Route) -> Response {
@@ -259,6 +370,12 @@ async fn handle(app: &Arc<AppState>, req: &Req, route: Route) -> Response {
             rev,
             path,
         } => hf::resolve(app, req, &ns, &name, &rev, &path).await,
+        Route::HfResolveCache {
+            ns,
+            name,
+            commit,
+            path,
+        } => hf::resolve_cache(app, req, &ns, &name, &commit, &path).await,
         Route::HfApiUnknown => reply::json(
             StatusCode::NOT_FOUND,
             &serde_json::json!({"error": "hubsim does not implement this endpoint"}),
@@ -275,6 +392,15 @@ async fn handle(app: &Arc<AppState>, req: &Req, route: Route) -> Response {
             commit,
             path,
         } => cdn(app, req, &ns, &name, &commit, &path).await,
+        Route::OllamaManifest { ns, model, tag } => {
+            super::ollama::manifest(app, req, &ns, &model, &tag).await
+        }
+        Route::OllamaBlob { ns, model, digest } => {
+            super::ollama::blob(app, req, &ns, &model, &digest).await
+        }
+        Route::OllamaCdn { ns, model, digest } => {
+            super::ollama::cdn_blob(app, req, &ns, &model, &digest).await
+        }
         Route::NotFound => reply::plain(StatusCode::NOT_FOUND, "not found"),
     }
 }

@@ -34,11 +34,35 @@ pub struct StatsSnapshot {
     pub statuses: BTreeMap<String, u64>,
 }
 
+/// One answered request, as `GET /_hubsim/requests` lists it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub method: String,
+    /// The `Host` header (`127.0.0.1:PORT` or `localhost:PORT`): which origin saw the request.
+    pub host: String,
+    /// Path and query as sent.
+    pub path: String,
+    /// Whether an `Authorization` header came with it (never its value).
+    pub authorization: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_encoding: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<String>,
+    pub status: u16,
+    /// `gzip` when the answer was gzipped (quirk `gzip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+}
+
+/// Most records kept by the request log (older ones are dropped).
+const LOG_CAP: usize = 10_000;
+
 /// Shared counters.
 #[derive(Default)]
 pub struct Stats {
     inner: Mutex<StatsSnapshot>,
     active: AtomicUsize,
+    log: Mutex<std::collections::VecDeque<RequestRecord>>,
 }
 
 impl Stats {
@@ -98,7 +122,21 @@ impl Stats {
         })
     }
 
+    pub fn log(&self, record: RequestRecord) {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        if log.len() >= LOG_CAP {
+            log.pop_front();
+        }
+        log.push_back(record);
+    }
+
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.iter().cloned().collect()
+    }
+
     pub fn reset(&self) {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let active = self.active_bodies() as u64;
         self.with(|s| {
             *s = StatsSnapshot {
