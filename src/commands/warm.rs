@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use ferry_sidecar::gate::node_rank_from_env;
 use ferry_sidecar::warm::{self, WarmControl, WarmOptions};
 
 #[derive(clap::Args)]
@@ -13,9 +12,8 @@ pub struct Args {
     /// A warm plan from `ferry plan warm`: warm only this node's byte ranges.
     #[arg(long)]
     pub plan: Option<PathBuf>,
-    /// This node's rank in the plan [default: $NODE_RANK, else $LWS_WORKER_INDEX].
-    #[arg(long)]
-    pub node_rank: Option<u32>,
+    #[command(flatten)]
+    pub rank: crate::args::NodeRank,
     /// Parallel readers (reads wait on storage, not CPU: network storage wants several).
     #[arg(long, default_value_t = WarmOptions::default().jobs)]
     pub jobs: usize,
@@ -31,8 +29,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let targets = match &args.plan {
         Some(plan) => {
             let rank = args
-                .node_rank
-                .or_else(node_rank_from_env)
+                .rank
+                .get()
                 .ok_or_else(|| ferry_sidecar::Error::NeedsRank { plan: plan.clone() })?;
             warm::plan_targets(&args.dir, plan, rank)?
         }

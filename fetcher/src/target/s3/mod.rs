@@ -1,4 +1,5 @@
-//! `ferry fetch ORG/NAME --to s3://BUCKET/PREFIX`: hub bytes streamed straight into S3.
+//! `ferry fetch ORG/NAME --to s3://BUCKET/PREFIX`: an S3 prefix as a [`Target`], hub bytes
+//! streamed straight into it.
 //!
 //! No local copy: each file is cut into parts; parts are fetched from the hub with ranged GETs
 //! (several at once), hashed in order, and uploaded as multipart parts with their sha256 sent as
@@ -8,12 +9,17 @@
 //! object `PREFIX/.ferry/manifest.json` is written last: readers trust a prefix once it exists.
 //!
 //! Resume after kill -9: objects already in place are kept (their verified hub hash is in the
-//! `ferry-hash` user metadata); an open multipart upload is continued ([`super::multipart`]).
+//! `ferry-hash` user metadata); an open multipart upload is continued ([`multipart`], [`checkpoint`]).
+
+mod checkpoint;
+mod hub_range;
+mod multipart;
+pub mod sha256;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumAlgorithm;
@@ -22,13 +28,14 @@ use ferry_sharder::{FileHash, Manifest};
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{S3Url, MANIFEST, S3};
-use crate::auth::Secret;
+use super::Target;
 use crate::error::{Error, Result};
-use crate::fetch::{FetchOptions, FileOutcome, FileResult, Summary};
-use crate::progress::{Progress, ProgressMode};
+use crate::meter::Meter;
+use crate::origin::s3::{list, read_manifest, Listed};
+use crate::origin::Ranges;
+use crate::s3::{S3Url, MANIFEST, S3};
 use crate::snapshot::{RemoteFile, Snapshot};
-use crate::source::Source;
+use crate::transfer::TransferOptions;
 
 /// S3's limits: parts of 5 MiB to 5 GiB (the last may be smaller), at most 10,000 per upload.
 const MIN_PART: u64 = 5 << 20;
@@ -38,109 +45,132 @@ const MAX_PARTS: u64 = 10_000;
 /// the default 64 MiB in flight across all files.
 const MEMORY_BUDGET: u64 = 512 << 20;
 /// User metadata on every object ferry writes: the hub hash it was verified against.
-pub(super) const META_HASH: &str = "ferry-hash";
+const META_HASH: &str = "ferry-hash";
 
-/// Uploads `opts.repo` from its hub to `dest`.
-pub async fn fetch(opts: FetchOptions, token: Option<Secret>, dest: S3Url) -> Result<Summary> {
-    let started = Instant::now();
-    if opts.slice.is_some() {
-        return Err(Error::Usage(
-            "--slice/--slices write into a shared directory; with --to s3:// run one ferry per prefix".into(),
-        ));
+/// An S3 prefix to upload to, connected, with what it held when the fetch started.
+pub struct S3Target {
+    s3: S3,
+    dest: S3Url,
+    opts: TransferOptions,
+    listed: HashMap<String, Listed>,
+    in_flight: usize,
+    /// A manifest was there when the fetch started (and must be withdrawn before changes).
+    had_manifest: AtomicBool,
+}
+
+impl S3Target {
+    /// Connects (credentials, endpoint), checks the bucket and lists the prefix.
+    pub async fn open(dest: S3Url, endpoint: Option<&str>, opts: TransferOptions) -> Result<Self> {
+        let part_size = part_size_for(opts.chunk_size, 0);
+        let in_flight = opts
+            .connections
+            .unwrap_or_else(|| (MEMORY_BUDGET / part_size).max(4) as usize)
+            .max(1);
+        let s3 = crate::s3::connect(endpoint, in_flight + 8).await?;
+        s3.check_bucket(&dest.bucket).await?;
+        let listed = list(&s3, &dest)
+            .await?
+            .into_iter()
+            .map(|o| (o.path.clone(), o))
+            .collect();
+        Ok(S3Target {
+            s3,
+            dest,
+            opts,
+            listed,
+            in_flight,
+            had_manifest: AtomicBool::new(false),
+        })
     }
-    let source = Source::new(opts.kind, &opts.endpoint, token)?;
-    let snapshot = crate::fetch::resolve(&opts, &source, None).await?;
-    let part_size = part_size_for(opts.chunk_size, 0);
-    let in_flight = opts
-        .connections
-        .unwrap_or_else(|| (MEMORY_BUDGET / part_size).max(4) as usize)
-        .max(1);
-    let s3 = super::connect(opts.s3_endpoint.as_deref(), in_flight + 8).await?;
-    s3.check_bucket(&dest.bucket).await?;
+}
 
-    let listed: HashMap<String, super::source::Listed> = super::source::list(&s3, &dest)
-        .await?
-        .into_iter()
-        .map(|o| (o.path.clone(), o))
-        .collect();
-    let old = super::source::read_manifest(&s3, &dest)
-        .await
-        .unwrap_or(None);
-    if let Some(m) = &old {
-        if manifest_covers(m, &snapshot, opts.kind.id(), &listed) {
-            tracing::info!("{dest} is already complete and verified; nothing to do");
-            return Ok(summary(
-                &opts,
-                &snapshot,
-                reused_outcomes(&snapshot.files),
-                0,
-                started,
-                0,
-            ));
+impl Target for S3Target {
+    fn location(&self) -> PathBuf {
+        PathBuf::from(self.dest.to_string())
+    }
+
+    fn heartbeat(&self) -> Option<PathBuf> {
+        None
+    }
+
+    async fn is_complete(&self, snapshot: &Snapshot, source: &str) -> Result<bool> {
+        let old = read_manifest(&self.s3, &self.dest).await.unwrap_or(None);
+        self.had_manifest.store(old.is_some(), Ordering::Relaxed);
+        Ok(old.is_some_and(|m| manifest_covers(&m, snapshot, source, &self.listed)))
+    }
+
+    async fn withdraw(&self) -> Result<()> {
+        if !self.had_manifest.load(Ordering::Relaxed) {
+            return Ok(());
         }
-        // From here on objects may change: readers must not trust the old manifest meanwhile.
-        delete(&s3, &dest.bucket, &dest.key(MANIFEST)).await?;
+        delete(&self.s3, &self.dest.bucket, &self.dest.key(MANIFEST)).await
     }
 
-    let progress = Arc::new(Progress::new(opts.progress, None));
-    progress
-        .bytes_total
-        .store(snapshot.total_bytes(), Ordering::Relaxed);
-    progress
-        .files_total
-        .store(snapshot.files.len() as u64, Ordering::Relaxed);
+    async fn reuse(
+        &self,
+        _snapshot: &Snapshot,
+        files: &[RemoteFile],
+    ) -> Result<(Vec<RemoteFile>, Vec<RemoteFile>)> {
+        find_reusable(&self.s3, &self.dest, files, &self.listed).await
+    }
 
-    // Objects already in place: same size and the hub hash ferry verified them against.
-    let (reused, mut todo) = find_reusable(&s3, &dest, &snapshot.files, &listed).await?;
-    progress
-        .bytes_reused
-        .fetch_add(reused.iter().map(|f| f.size).sum(), Ordering::Relaxed);
-    progress
-        .files_done
-        .fetch_add(reused.len() as u64, Ordering::Relaxed);
-    todo.sort_by_key(|f| (f.size > part_size, f.path.clone()));
+    async fn transfer(
+        &self,
+        ranges: Arc<dyn Ranges>,
+        _snapshot: &Arc<Snapshot>,
+        mut todo: Vec<RemoteFile>,
+        meter: &Arc<Meter>,
+    ) -> Result<()> {
+        let part_size = part_size_for(self.opts.chunk_size, 0);
+        todo.sort_by_key(|f| (f.size > part_size, f.path.clone()));
+        let ctx = Arc::new(Ctx {
+            s3: self.s3.clone(),
+            dest: self.dest.clone(),
+            ranges,
+            opts: self.opts.clone(),
+            meter: Arc::clone(meter),
+            parts: Arc::new(Semaphore::new(self.in_flight)),
+            in_flight: self.in_flight,
+            counts: Counts::default(),
+        });
+        futures_util::stream::iter(todo.into_iter().map(|f| {
+            let ctx = Arc::clone(&ctx);
+            async move { ctx.upload_file(&f).await }
+        }))
+        .buffer_unordered(self.opts.jobs.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+        tracing::info!(
+            "s3 sink: {} parts uploaded, {} parts kept from an earlier run, {} bytes from the hub",
+            ctx.counts.uploaded.load(Ordering::Relaxed),
+            ctx.counts.kept.load(Ordering::Relaxed),
+            meter.downloaded()
+        );
+        Ok(())
+    }
 
-    let ctx = Arc::new(Ctx {
-        s3,
-        dest: dest.clone(),
-        source,
-        snapshot: Arc::clone(&snapshot),
-        opts: opts.clone(),
-        progress: Arc::clone(&progress),
-        parts: Arc::new(Semaphore::new(in_flight)),
-        in_flight,
-        counts: Counts::default(),
-    });
-    let ticker = spawn_ticker(&progress, opts.progress);
-    let result = futures_util::stream::iter(todo.clone().into_iter().map(|f| {
-        let ctx = Arc::clone(&ctx);
-        async move { ctx.upload_file(&f).await }
-    }))
-    .buffer_unordered(opts.jobs.max(1))
-    .try_collect::<Vec<()>>()
-    .await;
-    ticker.abort();
-    progress.finish();
-    result?;
+    /// Objects are not read back; every part and file hash was checked on the way up.
+    async fn validate(&self, _snapshot: &Snapshot, _filtered: bool) -> Result<()> {
+        Ok(())
+    }
 
-    let uploaded = ctx.counts.uploaded.load(Ordering::Relaxed);
-    let kept = ctx.counts.kept.load(Ordering::Relaxed);
-    tracing::info!(
-        "s3 sink: {uploaded} parts uploaded, {kept} parts kept from an earlier run, {} bytes from the hub",
-        progress.bytes_downloaded.load(Ordering::Relaxed)
-    );
-    commit_manifest(&ctx.s3, &dest, &snapshot, opts.kind.id()).await?;
-    let mut outcomes = reused_outcomes(&reused);
-    outcomes.extend(crate::fetch::outcomes(&todo, FileResult::Downloaded));
-    outcomes.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(summary(
-        &opts,
-        &snapshot,
-        outcomes,
-        progress.bytes_downloaded.load(Ordering::Relaxed),
-        started,
-        progress.retries.load(Ordering::Relaxed),
-    ))
+    /// The commit point: the same manifest a directory gets, as an object written last.
+    async fn commit(&self, snapshot: &Snapshot, source: &str) -> Result<()> {
+        let manifest = snapshot.manifest(source);
+        let json = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| Error::Usage(format!("manifest: {e}")))?;
+        let json = Bytes::from(json);
+        let sha = sha256_b64(json.clone()).await?;
+        put(
+            &self.s3,
+            &self.dest.bucket,
+            &self.dest.key(MANIFEST),
+            json,
+            &sha,
+            None,
+        )
+        .await
+    }
 }
 
 /// The part size for a file: `--chunk-size` within S3's limits, whole MiB (so every part boundary
@@ -152,30 +182,28 @@ pub fn part_size_for(chunk: u64, file_size: u64) -> u64 {
     want.max(needed).div_ceil(mib) * mib
 }
 
-pub(super) struct Ctx {
-    pub(super) s3: S3,
-    pub(super) dest: S3Url,
-    pub(super) source: Source,
-    pub(super) snapshot: Arc<Snapshot>,
-    pub(super) opts: FetchOptions,
-    pub(super) progress: Arc<Progress>,
+/// What the upload of every file shares.
+struct Ctx {
+    s3: S3,
+    dest: S3Url,
+    ranges: Arc<dyn Ranges>,
+    opts: TransferOptions,
+    meter: Arc<Meter>,
     /// Part buffers in flight, across all files: the memory bound.
-    pub(super) parts: Arc<Semaphore>,
-    pub(super) in_flight: usize,
-    pub(super) counts: Counts,
+    parts: Arc<Semaphore>,
+    in_flight: usize,
+    counts: Counts,
 }
 
 #[derive(Default)]
-pub(super) struct Counts {
-    pub(super) uploaded: std::sync::atomic::AtomicU64,
-    pub(super) kept: std::sync::atomic::AtomicU64,
+struct Counts {
+    uploaded: AtomicU64,
+    kept: AtomicU64,
 }
 
 impl Ctx {
     async fn upload_file(self: &Arc<Self>, f: &RemoteFile) -> Result<()> {
-        if let Ok(mut ip) = self.progress.in_progress.lock() {
-            ip.push(f.path.clone());
-        }
+        self.meter.file_started(&f.path);
         let part_size = part_size_for(self.opts.chunk_size, f.size);
         let result = if f.size <= part_size {
             self.put_small(f).await
@@ -193,12 +221,7 @@ impl Ctx {
                 other => other,
             }
         };
-        if let Ok(mut ip) = self.progress.in_progress.lock() {
-            ip.retain(|p| p != &f.path);
-        }
-        if result.is_ok() {
-            self.progress.files_done.fetch_add(1, Ordering::Relaxed);
-        }
+        self.meter.file_ended(&f.path, result.is_ok());
         result
     }
 
@@ -251,7 +274,7 @@ impl Ctx {
         Ok(())
     }
 
-    pub(super) async fn permit(&self) -> Result<OwnedSemaphorePermit> {
+    async fn permit(&self) -> Result<OwnedSemaphorePermit> {
         Arc::clone(&self.parts)
             .acquire_owned()
             .await
@@ -259,7 +282,7 @@ impl Ctx {
     }
 }
 
-pub(super) fn mismatch(f: &RemoteFile, actual: &FileHash) -> Error {
+fn mismatch(f: &RemoteFile, actual: &FileHash) -> Error {
     Error::HashMismatch {
         path: f.path.clone(),
         algorithm: f.hash.algorithm(),
@@ -268,10 +291,10 @@ pub(super) fn mismatch(f: &RemoteFile, actual: &FileHash) -> Error {
     }
 }
 
-pub(super) async fn sha256_b64(bytes: Bytes) -> Result<String> {
+async fn sha256_b64(bytes: Bytes) -> Result<String> {
     tokio::task::spawn_blocking(move || {
         use sha2::Digest;
-        super::b64_encode(&sha2::Sha256::digest(&bytes))
+        crate::s3::b64_encode(&sha2::Sha256::digest(&bytes))
     })
     .await
     .map_err(|e| Error::Task {
@@ -280,7 +303,7 @@ pub(super) async fn sha256_b64(bytes: Bytes) -> Result<String> {
     })
 }
 
-pub(super) async fn put(
+async fn put(
     s3: &S3,
     bucket: &str,
     key: &str,
@@ -306,7 +329,7 @@ pub(super) async fn put(
         .map_err(|e| s3.error("s3:PutObject", bucket, key, e))
 }
 
-pub(super) async fn delete(s3: &S3, bucket: &str, key: &str) -> Result<()> {
+async fn delete(s3: &S3, bucket: &str, key: &str) -> Result<()> {
     match s3
         .client
         .delete_object()
@@ -328,7 +351,7 @@ fn manifest_covers(
     m: &Manifest,
     snapshot: &Snapshot,
     source: &str,
-    listed: &HashMap<String, super::source::Listed>,
+    listed: &HashMap<String, Listed>,
 ) -> bool {
     m.commit == snapshot.commit
         && m.source == source
@@ -346,7 +369,7 @@ async fn find_reusable(
     s3: &S3,
     dest: &S3Url,
     files: &[RemoteFile],
-    listed: &HashMap<String, super::source::Listed>,
+    listed: &HashMap<String, Listed>,
 ) -> Result<(Vec<RemoteFile>, Vec<RemoteFile>)> {
     let checked = futures_util::stream::iter(files.iter().cloned().map(|f| async move {
         if listed.get(&f.path).is_none_or(|o| o.size != f.size) {
@@ -375,66 +398,6 @@ async fn find_reusable(
         reused.into_iter().map(|(f, _)| f).collect(),
         todo.into_iter().map(|(f, _)| f).collect(),
     ))
-}
-
-/// The commit point: the same manifest a directory gets, as an object written last.
-async fn commit_manifest(s3: &S3, dest: &S3Url, snapshot: &Snapshot, source: &str) -> Result<()> {
-    let manifest = snapshot.manifest(source);
-    let json =
-        serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Usage(format!("manifest: {e}")))?;
-    let json = Bytes::from(json);
-    let sha = sha256_b64(json.clone()).await?;
-    put(s3, &dest.bucket, &dest.key(MANIFEST), json, &sha, None).await
-}
-
-fn reused_outcomes(files: &[RemoteFile]) -> Vec<FileOutcome> {
-    crate::fetch::outcomes(files, FileResult::Reused)
-}
-
-fn summary(
-    opts: &FetchOptions,
-    snapshot: &Snapshot,
-    files: Vec<FileOutcome>,
-    downloaded: u64,
-    started: Instant,
-    retries: u64,
-) -> Summary {
-    let reused = files
-        .iter()
-        .filter(|f| f.result == FileResult::Reused)
-        .map(|f| f.size)
-        .sum();
-    Summary {
-        repo: snapshot.repo.clone(),
-        source: opts.kind.id(),
-        revision: snapshot.revision.clone(),
-        commit: snapshot.commit.clone(),
-        dir: opts.dir.clone(),
-        files,
-        bytes_total: snapshot.total_bytes(),
-        bytes_downloaded: downloaded,
-        bytes_reused: reused,
-        seconds: started.elapsed().as_secs_f64(),
-        retries,
-    }
-}
-
-fn spawn_ticker(progress: &Arc<Progress>, mode: ProgressMode) -> tokio::task::JoinHandle<()> {
-    let progress = Arc::clone(progress);
-    let every = match mode {
-        ProgressMode::Bar => Duration::from_millis(200),
-        ProgressMode::Json => Duration::from_secs(1),
-        ProgressMode::Plain | ProgressMode::Quiet => Duration::from_secs(10),
-    };
-    tokio::spawn(async move {
-        let mut last = (Instant::now(), 0u64);
-        let mut interval = tokio::time::interval(every);
-        interval.tick().await;
-        loop {
-            interval.tick().await;
-            progress.tick(&mut last);
-        }
-    })
 }
 
 #[cfg(test)]
