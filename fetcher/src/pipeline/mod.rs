@@ -1,8 +1,8 @@
 //! `ferry fetch`, top to bottom: the origin and target the command line named, and the stages
-//! between them, called in order from [`run`]:
+//! between them, called in order from [`fetch`] and [`stages::run_stages`]:
 //!
 //! 1. [`resolve`]: revision → commit and files (after `--include` / `--exclude`);
-//! 2. plan and reuse: [`Target::is_complete`], then [`Target::reuse`] sorts out what is in place;
+//! 2. plan and reuse ([`stages`] from here on): [`Target::is_complete`], then [`Target::reuse`] sorts out what is in place;
 //! 3. transfer, verify and publish: [`Target::transfer`] (for a directory: the
 //!    [`crate::transfer`] scheduler), reported through [`report`];
 //! 4. validate: [`Target::validate`] (safetensors headers, index);
@@ -10,58 +10,28 @@
 //!
 //! An Indexed Job's slice ([`slice`]) is a layer over the same stages for a directory.
 
+pub mod options;
 pub mod report;
 pub mod resolve;
 pub mod slice;
+pub mod stages;
 pub mod summary;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use ferry_sharder::slices::SliceSpec;
-
 use crate::auth::Secret;
 use crate::error::{Error, Result};
 use crate::events::Reporter;
-use crate::meter::Meter;
 use crate::origin::hub::HubOrigin;
 use crate::origin::s3::S3Origin;
 use crate::origin::{Origin, OriginSpec};
 use crate::target::dir::DirTarget;
 use crate::target::s3::S3Target;
-use crate::target::{Target, TargetSpec};
-use crate::transfer::TransferOptions;
-use report::{reporting, Beat};
+use crate::target::TargetSpec;
+pub use options::FetchOptions;
+use stages::{run_stages, Run};
 use summary::Summary;
-
-/// One `ferry fetch`, as typed values (the binary parses the command line into these).
-#[derive(Debug, Clone)]
-pub struct FetchOptions {
-    pub origin: OriginSpec,
-    pub target: TargetSpec,
-    pub include: Vec<String>,
-    pub exclude: Vec<String>,
-    pub transfer: TransferOptions,
-    /// Fetch only slice `index` of `count` of an Indexed Job; the last slice done completes the
-    /// directory.
-    pub slice: Option<SliceSpec>,
-    /// S3 endpoint for `s3://` origins and targets (`--s3-endpoint`); None: `AWS_ENDPOINT_URL_S3`,
-    /// `AWS_ENDPOINT_URL`, else AWS itself.
-    pub s3_endpoint: Option<String>,
-}
-
-impl FetchOptions {
-    /// A selection may leave out shards on purpose: checkpoint findings are only warnings then.
-    fn filtered(&self) -> bool {
-        !self.include.is_empty() || !self.exclude.is_empty()
-    }
-}
-
-/// What a run needs besides the origin and target.
-pub struct Run<'a> {
-    pub opts: &'a FetchOptions,
-    pub reporter: Arc<dyn Reporter>,
-}
 
 /// Fetches `opts.origin` into `opts.target`. The token, if any, is given separately so that
 /// options can be logged; progress goes to `reporter`.
@@ -125,54 +95,4 @@ async fn into_dir<O: Origin>(
     let _lock = crate::lock::acquire(target.dir(), None)?;
     let snapshot = resolve::resolve(origin, None, &run.opts.include, &run.opts.exclude).await?;
     run_stages(run, origin, &target, snapshot).await
-}
-
-/// Stages 2 to 5 for `snapshot`: the one place they are called in order. The caller holds
-/// whatever lock the target needs.
-pub async fn run_stages<O: Origin, T: Target>(
-    run: &Run<'_>,
-    origin: &O,
-    target: &T,
-    snapshot: Arc<crate::snapshot::Snapshot>,
-) -> Result<Summary> {
-    let location = target.location();
-    if target.is_complete(&snapshot, origin.id()).await? {
-        tracing::info!(
-            "{} is already complete and verified; nothing to do",
-            location.display()
-        );
-        return Ok(Summary::complete(&snapshot, origin.id(), &location));
-    }
-    target.withdraw().await?;
-    let meter = Arc::new(Meter::new(&snapshot));
-    let (reused, todo) = target.reuse(&snapshot, &snapshot.files).await?;
-    meter.reused_files(&reused);
-
-    let ranges = origin.open(&snapshot).await?;
-    let beat = target.heartbeat().map(|path| {
-        Beat::new(
-            path,
-            &snapshot,
-            origin.id(),
-            run.opts.slice.map(|s| (s.index, s.count)),
-        )
-    });
-    let moving = todo.clone();
-    reporting(
-        &meter,
-        &run.reporter,
-        beat,
-        target.transfer(ranges, &snapshot, moving, &meter),
-    )
-    .await?;
-
-    target.validate(&snapshot, run.opts.filtered()).await?;
-    target.commit(&snapshot, origin.id()).await?;
-    Ok(Summary::of(
-        &snapshot,
-        origin.id(),
-        &location,
-        (&reused, &todo),
-        &meter,
-    ))
 }

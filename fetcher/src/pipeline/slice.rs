@@ -18,8 +18,9 @@ use ferry_sharder::slices::{plan_slices, Slice, SliceDone, SliceInput, SliceSpec
 use ferry_sharder::state::SlicePin;
 
 use super::report::{reporting, Beat};
+use super::resolve::resolve;
+use super::stages::{run_stages, Run};
 use super::summary::Summary;
-use super::{resolve::resolve, run_stages, Run};
 use crate::error::{blocking, Error, Result};
 use crate::meter::Meter;
 use crate::origin::Origin;

@@ -10,8 +10,9 @@ use ferry_sharder::{FileHash, Hasher};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::objects::{put, sha256_b64};
 use super::sha256::{ResumableSha256, Saved};
-use super::{put, sha256_b64, Ctx};
+use super::Ctx;
 use crate::snapshot::RemoteFile;
 
 /// What survives a crash for one file's multipart upload.

@@ -14,6 +14,7 @@
 mod checkpoint;
 mod hub_range;
 mod multipart;
+mod objects;
 pub mod sha256;
 
 use std::collections::HashMap;
@@ -21,10 +22,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ChecksumAlgorithm;
 use bytes::Bytes;
-use ferry_sharder::{FileHash, Manifest};
+use ferry_sharder::Manifest;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -36,6 +35,7 @@ use crate::origin::Ranges;
 use crate::s3::{S3Url, MANIFEST, S3};
 use crate::snapshot::{RemoteFile, Snapshot};
 use crate::transfer::TransferOptions;
+use objects::{delete, mismatch, put, sha256_b64, META_HASH};
 
 /// S3's limits: parts of 5 MiB to 5 GiB (the last may be smaller), at most 10,000 per upload.
 const MIN_PART: u64 = 5 << 20;
@@ -44,8 +44,6 @@ const MAX_PARTS: u64 = 10_000;
 /// Default memory for part buffers when `--connections` is not given: 512 MiB, i.e. 8 parts of
 /// the default 64 MiB in flight across all files.
 const MEMORY_BUDGET: u64 = 512 << 20;
-/// User metadata on every object ferry writes: the hub hash it was verified against.
-const META_HASH: &str = "ferry-hash";
 
 /// An S3 prefix to upload to, connected, with what it held when the fetch started.
 pub struct S3Target {
@@ -279,70 +277,6 @@ impl Ctx {
             .acquire_owned()
             .await
             .map_err(|_| Error::Usage("part budget closed".into()))
-    }
-}
-
-fn mismatch(f: &RemoteFile, actual: &FileHash) -> Error {
-    Error::HashMismatch {
-        path: f.path.clone(),
-        algorithm: f.hash.algorithm(),
-        expected: f.hash.hex().to_string(),
-        actual: actual.hex().to_string(),
-    }
-}
-
-async fn sha256_b64(bytes: Bytes) -> Result<String> {
-    tokio::task::spawn_blocking(move || {
-        use sha2::Digest;
-        crate::s3::b64_encode(&sha2::Sha256::digest(&bytes))
-    })
-    .await
-    .map_err(|e| Error::Task {
-        task: "hash task",
-        message: e.to_string(),
-    })
-}
-
-async fn put(
-    s3: &S3,
-    bucket: &str,
-    key: &str,
-    bytes: Bytes,
-    sha_b64: &str,
-    hash: Option<&FileHash>,
-) -> Result<()> {
-    let mut req = s3
-        .client
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .content_length(bytes.len() as i64)
-        .checksum_algorithm(ChecksumAlgorithm::Sha256)
-        .checksum_sha256(sha_b64)
-        .body(ByteStream::from(bytes));
-    if let Some(h) = hash {
-        req = req.metadata(META_HASH, h.to_string());
-    }
-    req.send()
-        .await
-        .map(|_| ())
-        .map_err(|e| s3.error("s3:PutObject", bucket, key, e))
-}
-
-async fn delete(s3: &S3, bucket: &str, key: &str) -> Result<()> {
-    match s3
-        .client
-        .delete_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) => match s3.error("s3:DeleteObject", bucket, key, e) {
-            Error::S3NoSuchKey { .. } => Ok(()),
-            e => Err(e),
-        },
     }
 }
 

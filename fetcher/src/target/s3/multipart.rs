@@ -21,8 +21,9 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::checkpoint::{Checkpoint, Event, Running};
+use super::objects::{delete, mismatch, sha256_b64, META_HASH};
 use super::sha256::ResumableSha256;
-use super::{delete, mismatch, sha256_b64, Ctx, META_HASH};
+use super::Ctx;
 use crate::error::{Error, Result};
 use crate::snapshot::RemoteFile;
 
