@@ -1,8 +1,11 @@
 //! `ferry`: the command line. Parses arguments, sets up logging, calls the libraries, and maps
 //! their errors to the exit codes documented in the README.
 
+mod args;
 mod commands;
 mod exit;
+mod format;
+mod progress;
 
 use clap::{Parser, Subcommand};
 
@@ -22,7 +25,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Download a model snapshot (Hugging Face, ModelScope) into a directory, verified and resumable.
+    /// Download a model snapshot (Hugging Face, ModelScope, S3) into a directory or S3, verified and resumable.
     Fetch(commands::fetch::Args),
     /// Check a model directory against its completion manifest (--full re-hashes every byte).
     Verify(commands::verify::Args),

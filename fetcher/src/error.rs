@@ -196,3 +196,17 @@ impl Error {
         }
     }
 }
+
+/// Runs blocking work (disk I/O, hashing) off the async threads; a panic in it becomes a
+/// [`Error::Task`] naming `task`.
+pub(crate) async fn blocking<T: Send + 'static>(
+    task: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Task {
+            task,
+            message: e.to_string(),
+        })
+}

@@ -51,6 +51,26 @@ impl Http {
         })
     }
 
+    /// A client for `endpoint` (a base URL, given a trailing slash), with the errors that say
+    /// what is wrong with it; returns the parsed base too.
+    pub fn for_endpoint(
+        endpoint: &str,
+        token: Option<Secret>,
+        token_cookie: Option<&'static str>,
+    ) -> crate::Result<(Url, Http)> {
+        use crate::Error;
+        let trimmed = endpoint.trim_end_matches('/');
+        let base = Url::parse(&format!("{trimmed}/"))
+            .map_err(|e| Error::Usage(format!("bad endpoint {endpoint:?}: {e}")))?;
+        let http = Http::new(&base, token, token_cookie).map_err(|e| {
+            Error::Usage(format!(
+                "cannot build the HTTP client: {}",
+                describe_reqwest(&e)
+            ))
+        })?;
+        Ok((base, http))
+    }
+
     pub fn has_token(&self) -> bool {
         self.token.is_some()
     }

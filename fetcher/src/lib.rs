@@ -1,29 +1,33 @@
-//! Downloads one model snapshot onto disk, fast and safely.
+//! Downloads one model snapshot to where it is needed, fast and safely.
 //!
-//! `ferry-fetcher` resolves a revision to a commit on a source ([`source`]: Hugging Face or
-//! ModelScope), selects files ([`select`]), splits them into byte ranges and moves them over many
-//! connections under one budget ([`engine`], [`transfer`]), journals finished ranges so any crash
-//! resumes ([`journal`]), verifies every file against the source's hash and publishes it by rename
-//! ([`publish`]). The completion manifest ([`ferry_sharder::Manifest`]) is written last.
-//! The entry point is [`fetch::fetch`].
+//! `ferry-fetcher` takes an origin and a target, both typed values the command line parses
+//! ([`origin::OriginSpec`]: a Hugging Face or ModelScope repo, an S3 prefix;
+//! [`target::TargetSpec`]: a directory, an S3 prefix), and runs the stages of [`pipeline`] in
+//! order: resolve the revision to one commit and its files ([`origin`], narrowed by
+//! [`select`]), sort out what the target holds already, move the rest in byte ranges over many
+//! connections under one budget ([`transfer`]: scheduler, connection controller, range
+//! transfer, journal), verify every file against the origin's hash and publish it under its
+//! final name ([`target`]), validate the checkpoint, and commit the manifest
+//! ([`ferry_sharder::Manifest`]) last. Progress goes out as [`events`] for the caller to render;
+//! the counters behind them are one [`meter::Meter`].
+//!
+//! The entry point is [`fetch`]; commands that only list a repo use [`origin::hub::list`].
 
-pub mod adapt;
 pub mod auth;
-pub mod engine;
 pub mod error;
-pub mod fetch;
+pub mod events;
 pub mod http;
-pub mod journal;
 pub mod lock;
-pub mod progress;
-pub mod publish;
+pub mod meter;
+pub mod origin;
+pub mod pipeline;
 pub mod s3;
 pub mod select;
-pub mod slice;
 pub mod snapshot;
-pub mod source;
 pub mod space;
+pub mod target;
 pub mod transfer;
 
 pub use error::{Error, Result};
-pub use fetch::{fetch, FetchOptions, Summary};
+pub use pipeline::summary::{FileOutcome, FileResult, Summary};
+pub use pipeline::{fetch, FetchOptions};

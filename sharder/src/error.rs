@@ -30,6 +30,13 @@ pub enum Error {
         what: &'static str,
         reason: String,
     },
+    /// A `.ferry/` state file another process wrote that cannot be read (see [`crate::state`]).
+    #[error("{path}: unreadable {what} ({reason})\n  hint: delete it to start the Job over")]
+    BadState {
+        path: PathBuf,
+        what: &'static str,
+        reason: String,
+    },
     /// Inputs a plan cannot be made from (no files, zero slices, a model without an index, ...).
     #[error("cannot plan: {reason}\n  hint: {hint}")]
     CannotPlan { reason: String, hint: String },
@@ -58,7 +65,9 @@ impl Error {
             Error::BadManifest { .. } | Error::NoManifest { .. } | Error::Invalid { .. } => {
                 ErrorKind::Verify
             }
-            Error::BadPlan { .. } | Error::CannotPlan { .. } => ErrorKind::Other,
+            Error::BadPlan { .. } | Error::BadState { .. } | Error::CannotPlan { .. } => {
+                ErrorKind::Other
+            }
         }
     }
 }

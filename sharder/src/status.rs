@@ -13,34 +13,8 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::manifest::Manifest;
 use crate::slices::SliceDone;
+use crate::state::Heartbeat;
 use crate::verify;
-
-/// The fetch heartbeat `.ferry/progress.json` (written by the fetcher every few seconds).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Progress {
-    #[serde(default)]
-    pub pid: Option<u32>,
-    #[serde(default)]
-    pub host: Option<String>,
-    #[serde(default)]
-    pub started_at: Option<String>,
-    #[serde(default)]
-    pub updated_at: Option<String>,
-    #[serde(default)]
-    pub repo: Option<String>,
-    #[serde(default)]
-    pub commit: Option<String>,
-    #[serde(default)]
-    pub files_total: Option<u64>,
-    #[serde(default)]
-    pub files_done: Option<u64>,
-    #[serde(default)]
-    pub bytes_total: Option<u64>,
-    #[serde(default)]
-    pub bytes_done: Option<u64>,
-    #[serde(default)]
-    pub in_progress: Vec<String>,
-}
 
 /// The heartbeat of one slice of an Indexed Job (`slices/progress-I-of-N.json`), written by
 /// `ferry fetch --slice I/N` while it runs.
@@ -124,7 +98,7 @@ pub struct Status {
     pub slice_progress: Vec<SliceProgress>,
     pub lock: Vec<LockHolder>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub progress: Option<Progress>,
+    pub progress: Option<Heartbeat>,
     /// Seconds since the heartbeat was last written (its `updated_at`, else its mtime).
     pub last_progress_seconds: Option<u64>,
     /// Words for an operator: what the state means and what to do.
@@ -160,33 +134,8 @@ pub fn status(dir: &Path) -> Result<Status> {
         .map(|m| m.len())
         .sum();
 
-    let (files_total, missing, bytes_total) = match &manifest {
-        Some(m) => {
-            let present: std::collections::HashSet<&str> =
-                published.iter().map(|s| s.as_str()).collect();
-            let missing: Vec<String> = m
-                .files
-                .iter()
-                .filter(|f| !present.contains(f.path.as_str()))
-                .map(|f| f.path.clone())
-                .collect();
-            (
-                Some(m.files.len() as u64),
-                Some(missing),
-                Some(m.total_bytes()),
-            )
-        }
-        None => (
-            progress.as_ref().and_then(|p| p.files_total),
-            None,
-            progress.as_ref().and_then(|p| p.bytes_total),
-        ),
-    };
-    // Published files that belong to the model (not extra files lying around).
-    let files_done = match &manifest {
-        Some(m) => m.files.len() as u64 - missing.as_ref().map_or(0, |v| v.len() as u64),
-        None => published.len() as u64,
-    };
+    let (files_total, missing, bytes_total, files_done) =
+        expected(manifest.as_ref(), progress.as_ref(), &published);
     let missing_count = match (&missing, files_total) {
         (Some(v), _) => Some(v.len() as u64),
         (None, Some(t)) => Some(t.saturating_sub(files_done)),
@@ -249,9 +198,45 @@ pub fn status(dir: &Path) -> Result<Status> {
     })
 }
 
-fn read_progress(dir: &Path) -> Option<Progress> {
-    let bytes = std::fs::read(layout::progress_path(dir)).ok()?;
-    serde_json::from_slice(&bytes).ok()
+/// What the directory should hold, from the manifest or else the heartbeat: files expected,
+/// those missing (when a list is known), bytes expected, and model files published.
+fn expected(
+    manifest: Option<&Manifest>,
+    progress: Option<&Heartbeat>,
+    published: &[&String],
+) -> (Option<u64>, Option<Vec<String>>, Option<u64>, u64) {
+    let (files_total, missing, bytes_total) = match manifest {
+        Some(m) => {
+            let present: std::collections::HashSet<&str> =
+                published.iter().map(|s| s.as_str()).collect();
+            let missing: Vec<String> = m
+                .files
+                .iter()
+                .filter(|f| !present.contains(f.path.as_str()))
+                .map(|f| f.path.clone())
+                .collect();
+            (
+                Some(m.files.len() as u64),
+                Some(missing),
+                Some(m.total_bytes()),
+            )
+        }
+        None => (
+            progress.and_then(|p| p.files_total),
+            None,
+            progress.and_then(|p| p.bytes_total),
+        ),
+    };
+    // Published files that belong to the model (not extra files lying around).
+    let files_done = match manifest {
+        Some(m) => m.files.len() as u64 - missing.as_ref().map_or(0, |v| v.len() as u64),
+        None => published.len() as u64,
+    };
+    (files_total, missing, bytes_total, files_done)
+}
+
+fn read_progress(dir: &Path) -> Option<Heartbeat> {
+    Heartbeat::read(&layout::heartbeat_path(dir, None))
 }
 
 /// Files under `.ferry/partial` and the bytes they occupy (allocated blocks: partial files are
@@ -279,12 +264,12 @@ fn partials(dir: &Path) -> (u64, u64, Vec<String>) {
     (n, bytes, names)
 }
 
-fn last_progress_age(dir: &Path, p: Option<&Progress>) -> Option<u64> {
+fn last_progress_age(dir: &Path, p: Option<&Heartbeat>) -> Option<u64> {
     let at = p
         .and_then(|p| p.updated_at.as_deref())
         .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
         .or_else(|| {
-            std::fs::metadata(layout::progress_path(dir))
+            std::fs::metadata(layout::heartbeat_path(dir, None))
                 .and_then(|m| m.modified())
                 .ok()
         })?;
@@ -304,11 +289,8 @@ fn slice_heartbeats(dir: &Path) -> Vec<SliceProgress> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            let (i, n) = name
-                .strip_prefix("progress-")?
-                .strip_suffix(".json")?
-                .split_once("-of-")?;
-            let p: Progress = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+            let (index, count) = layout::parse_heartbeat_name(&name)?;
+            let p = Heartbeat::read(&e.path())?;
             let age = p
                 .updated_at
                 .as_deref()
@@ -316,8 +298,8 @@ fn slice_heartbeats(dir: &Path) -> Vec<SliceProgress> {
                 .and_then(|at| SystemTime::now().duration_since(at).ok())
                 .map(|d| d.as_secs());
             Some(SliceProgress {
-                index: i.parse().ok()?,
-                count: n.parse().ok()?,
+                index,
+                count,
                 host: p.host,
                 bytes_done: p.bytes_done.unwrap_or(0),
                 bytes_total: p.bytes_total.unwrap_or(0),

@@ -1,14 +1,18 @@
 //! `ferry fetch`: download a model snapshot, verified and resumable.
 
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use ferry_fetcher::fetch::{DEFAULT_CHUNK, DEFAULT_JOBS};
-use ferry_fetcher::progress::ProgressMode;
-use ferry_fetcher::source::SourceKind;
-use ferry_fetcher::{auth::Secret, FetchOptions};
+use ferry_fetcher::events::{Reporter, Silent};
+use ferry_fetcher::origin::OriginSpec;
+use ferry_fetcher::target::TargetSpec;
+use ferry_fetcher::transfer::{TransferOptions, DEFAULT_CHUNK, DEFAULT_JOBS};
+use ferry_fetcher::{auth::Secret, FetchOptions, Summary};
 use ferry_sharder::slices::SliceSpec;
+
+use crate::format;
+use crate::progress::{Mode, Reporting};
 
 #[derive(clap::Args)]
 #[command(
@@ -16,16 +20,16 @@ use ferry_sharder::slices::SliceSpec;
 MODELSCOPE_ENDPOINT, MODELSCOPE_API_TOKEN. Flags override them."
 )]
 pub struct Args {
-    /// The repo, ORG/NAME, or an S3 prefix s3://BUCKET/PREFIX to download from.
+    /// The repo, ORG/NAME or ORG/NAME@REV, or an S3 prefix s3://BUCKET/PREFIX to download from.
     repo: String,
     /// Target directory, created if missing, or an S3 prefix s3://BUCKET/PREFIX to upload to.
     /// Re-running resumes.
     #[arg(long)]
-    to: PathBuf,
-    /// hf or modelscope.
-    #[arg(long, default_value = "hf", value_parser = parse_source)]
-    source: SourceKind,
-    /// Branch, tag or commit (default: main on hf, master on modelscope). Resolved to one commit.
+    to: String,
+    #[command(flatten)]
+    hub: crate::args::Hub,
+    /// Branch, tag or commit (default: main on hf, master on modelscope; or the @REV of the
+    /// repo). Resolved to one commit.
     #[arg(long)]
     revision: Option<String>,
     /// Only files matching this glob (repeatable), e.g. '*.safetensors'.
@@ -34,9 +38,6 @@ pub struct Args {
     /// Skip files matching this glob (repeatable).
     #[arg(long)]
     exclude: Vec<String>,
-    /// Hub URL (default: $HF_ENDPOINT / $MODELSCOPE_ENDPOINT, else the public hub).
-    #[arg(long)]
-    endpoint: Option<String>,
     /// S3 endpoint for s3:// sources and targets, e.g. https://cos.ap-shanghai.myqcloud.com
     /// (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else AWS). Credentials and region come
     /// from the AWS default chain (AWS_ACCESS_KEY_ID, AWS_PROFILE, web identity; AWS_REGION).
@@ -86,24 +87,23 @@ impl Args {
     }
 }
 
-fn parse_source(s: &str) -> Result<SourceKind, String> {
-    SourceKind::parse(s).ok_or_else(|| format!("unknown source {s:?}; use hf or modelscope"))
+/// The origin, with `--revision` folded into `ORG/NAME[@REV]`.
+fn origin(args: &Args) -> anyhow::Result<OriginSpec> {
+    let mut origin = OriginSpec::parse(&args.repo, args.hub.source, args.hub.endpoint.clone())?;
+    if let (OriginSpec::Hub(h), Some(rev)) = (&mut origin, &args.revision) {
+        match &h.revision {
+            Some(at) if at != rev => anyhow::bail!(
+                "{} names revision {at} and --revision says {rev}; give one of them",
+                args.repo
+            ),
+            _ => h.revision = Some(rev.clone()),
+        }
+    }
+    Ok(origin)
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let kind = args.source;
-    let token = match args.token {
-        Some(t) => Secret::new(t),
-        None => kind.token_from_env(),
-    };
-    let progress = if args.json {
-        ProgressMode::Json
-    } else if args.quiet {
-        ProgressMode::Quiet
-    } else {
-        ProgressMode::auto()
-    };
-    let slice = match (args.slice, args.slices) {
+fn slice(args: &Args) -> anyhow::Result<Option<SliceSpec>> {
+    Ok(match (args.slice, args.slices) {
         (Some(s), _) => Some(s),
         (None, Some(count)) => {
             let index = std::env::var("JOB_COMPLETION_INDEX").context(
@@ -116,29 +116,40 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             )
         }
         (None, None) => None,
+    })
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let token = match &args.token {
+        Some(t) => Secret::new(t.clone()),
+        None => args.hub.source.token_from_env(),
+    };
+    let reporter: Arc<dyn Reporter> = if args.json {
+        Arc::new(Reporting::new(Mode::Json))
+    } else if args.quiet {
+        Arc::new(Silent)
+    } else {
+        Arc::new(Reporting::new(Mode::auto()))
     };
     let opts = FetchOptions {
-        slice,
-        kind,
-        endpoint: args.endpoint.unwrap_or_else(|| kind.default_endpoint()),
-        repo: args.repo,
-        revision: args.revision,
-        dir: args.to,
-        include: args.include,
-        exclude: args.exclude,
-        jobs: args.jobs.max(1),
-        connections: args.connections.map(|c| c.max(1)),
-        chunk_size: args.chunk_size.as_u64().max(1 << 20),
-        sync_every: args.sync_every.as_u64(),
-        stall_timeout: args.stall_timeout,
-        retry_timeout: args.retry_timeout,
-        progress,
-        s3_endpoint: args.s3_endpoint,
+        origin: origin(&args)?,
+        target: TargetSpec::parse(&args.to)?,
+        slice: slice(&args)?,
+        include: args.include.clone(),
+        exclude: args.exclude.clone(),
+        transfer: TransferOptions {
+            jobs: args.jobs.max(1),
+            connections: args.connections.map(|c| c.max(1)),
+            chunk_size: args.chunk_size.as_u64().max(1 << 20),
+            sync_every: args.sync_every.as_u64(),
+            stall_timeout: args.stall_timeout,
+            retry_timeout: args.retry_timeout,
+        },
+        s3_endpoint: args.s3_endpoint.clone(),
     };
-    let repo = opts.repo.clone();
-    let summary = ferry_fetcher::fetch(opts, token)
+    let summary = ferry_fetcher::fetch(opts, token, reporter)
         .await
-        .with_context(|| format!("fetching {repo}"))?;
+        .with_context(|| format!("fetching {}", args.repo))?;
     if args.json {
         let mut v = serde_json::to_value(&summary)?;
         if let Some(o) = v.as_object_mut() {
@@ -146,20 +157,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         println!("{v}");
     } else if !args.quiet {
-        let rate = summary.bytes_downloaded as f64 / summary.seconds.max(1e-3);
-        eprintln!(
-            "fetched {} files ({}) of {} at {} into {} in {:.1} s: {} downloaded ({}/s), {} reused, {} retries",
-            summary.files.len(),
-            bytesize::ByteSize(summary.bytes_total),
-            summary.repo,
-            &summary.commit[..12.min(summary.commit.len())],
-            summary.dir.display(),
-            summary.seconds,
-            bytesize::ByteSize(summary.bytes_downloaded),
-            bytesize::ByteSize(rate as u64),
-            bytesize::ByteSize(summary.bytes_reused),
-            summary.retries,
-        );
+        eprintln!("{}", summary_line(&summary));
     }
     Ok(())
+}
+
+fn summary_line(s: &Summary) -> String {
+    let rate = s.bytes_downloaded as f64 / s.seconds.max(1e-3);
+    format!(
+        "fetched {} files ({}) of {} at {} into {} in {:.1} s: {} downloaded ({}), {} reused, {} retries",
+        s.files.len(),
+        format::size(s.bytes_total),
+        s.repo,
+        format::short_commit(&s.commit),
+        s.dir.display(),
+        s.seconds,
+        format::size(s.bytes_downloaded),
+        format::rate(rate),
+        format::size(s.bytes_reused),
+        s.retries,
+    )
 }

@@ -9,7 +9,7 @@ use ferry_sharder::slices::{plan_slices, SliceInput};
 use ferry_sharder::InferenceEngine;
 use ferry_sharder::{sim, Error};
 
-use super::verify::human;
+use crate::format::size as human;
 
 #[derive(clap::Subcommand)]
 pub enum PlanCommand {
@@ -40,16 +40,12 @@ pub struct Source {
     repo: Option<String>,
 }
 
-/// With --repo: which hub, and which files (as given to `ferry fetch`).
+/// With --repo: which hub (--source, --endpoint; --hub is an old name of --source), and which
+/// files (as given to `ferry fetch`).
 #[derive(clap::Args)]
 pub struct HubArgs {
-    /// With --repo: hf or modelscope.
-    #[arg(long, default_value = "hf", requires = "repo")]
-    hub: String,
-    /// With --repo: the hub URL (default: $HF_ENDPOINT / $MODELSCOPE_ENDPOINT, else the public
-    /// hub).
-    #[arg(long, requires = "repo")]
-    endpoint: Option<String>,
+    #[command(flatten)]
+    hub: crate::args::Hub,
     /// With --repo: only files matching these globs (repeatable), as fetched.
     #[arg(long, requires = "repo")]
     include: Vec<String>,
@@ -163,17 +159,8 @@ fn read_file_list(path: &Path) -> anyhow::Result<Vec<SliceInput>> {
 /// The files `ferry fetch` would take from the hub for `spec` (ORG/NAME[@REV]), in the same
 /// order and selection, so the plan printed is the plan the pods compute.
 async fn hub_files(hub: &HubArgs, spec: &str) -> anyhow::Result<Vec<SliceInput>> {
-    use ferry_fetcher::source::{Source, SourceKind};
-    let kind = SourceKind::parse(&hub.hub)
-        .with_context(|| format!("unknown hub {:?}; use hf or modelscope", hub.hub))?;
-    let snapshot = Source::list_repo(
-        kind,
-        hub.endpoint.as_deref(),
-        spec,
-        &hub.include,
-        &hub.exclude,
-    )
-    .await?;
+    let repo = hub.hub.repo(spec)?;
+    let snapshot = ferry_fetcher::origin::hub::list(&repo, &hub.include, &hub.exclude).await?;
     Ok(snapshot
         .files
         .into_iter()

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::verify::human;
+use crate::format::size as human;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -6,6 +6,8 @@ use anyhow::Context;
 use ferry_sharder::verify::{self, Options};
 use ferry_sharder::{Error, Manifest};
 
+use crate::format;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// The model directory (the one `ferry fetch --to` wrote).
@@ -23,12 +25,9 @@ pub struct Args {
     /// the expected files and hashes from the hub instead, ORG/NAME or ORG/NAME@REVISION.
     #[arg(long, value_name = "ORG/NAME[@REV]")]
     against: Option<String>,
-    /// With --against: hf or modelscope.
-    #[arg(long, default_value = "hf", requires = "against")]
-    source: String,
-    /// With --against: the hub URL (default: $HF_ENDPOINT / $MODELSCOPE_ENDPOINT, else the public hub).
-    #[arg(long, requires = "against")]
-    endpoint: Option<String>,
+    /// With --against: which hub (--source, --endpoint).
+    #[command(flatten)]
+    hub: crate::args::Hub,
     /// With --against: only the files matching these globs (repeatable), as fetched.
     #[arg(long, requires = "against")]
     include: Vec<String>,
@@ -36,12 +35,9 @@ pub struct Args {
 
 /// The manifest the hub implies for `spec` (ORG/NAME[@REV]): every file with its size and hash.
 async fn manifest_from_hub(args: &Args, spec: &str) -> anyhow::Result<Manifest> {
-    use ferry_fetcher::source::{Source, SourceKind};
-    let kind = SourceKind::parse(&args.source)
-        .with_context(|| format!("unknown source {:?}; use hf or modelscope", args.source))?;
-    let snapshot =
-        Source::list_repo(kind, args.endpoint.as_deref(), spec, &args.include, &[]).await?;
-    Ok(snapshot.manifest(kind.id()))
+    let repo = args.hub.repo(spec)?;
+    let snapshot = ferry_fetcher::origin::hub::list(&repo, &args.include, &[]).await?;
+    Ok(snapshot.manifest(repo.kind.id()))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -77,15 +73,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "{}: {} files, {} ({}@{})",
             dir.display(),
             report.files,
-            human(report.bytes),
+            format::size(report.bytes),
             manifest.repo,
-            short(&manifest.commit)
+            format::short_commit(&manifest.commit)
         );
         if let Some(h) = &report.hashed {
             println!(
                 "re-hashed {} files, {} in {:.1}s: {:.2} GB/s ({} workers)",
                 h.files,
-                human(h.bytes),
+                format::size(h.bytes),
                 h.seconds,
                 h.gb_per_s,
                 h.jobs
@@ -107,24 +103,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     report.into_result(&dir)?;
     Ok(())
-}
-
-/// Bytes in decimal units, as disks and hubs count them.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-fn short(commit: &str) -> &str {
-    commit.get(..12).unwrap_or(commit)
 }

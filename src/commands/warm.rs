@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use ferry_sharder::loader::{Parallelism, ReadMode};
 use ferry_sharder::InferenceEngine;
-use ferry_sidecar::gate::node_rank_from_env;
 use ferry_sidecar::share::WarmShare;
 use ferry_sidecar::warm::{self, WarmControl, WarmOptions};
 
@@ -73,9 +72,8 @@ pub struct ShareArgs {
     /// A warm plan from `ferry plan warm`: warm only this node's byte ranges.
     #[arg(long)]
     pub plan: Option<PathBuf>,
-    /// This node's rank [default: $NODE_RANK, else $LWS_WORKER_INDEX].
-    #[arg(long)]
-    pub node_rank: Option<u32>,
+    #[command(flatten)]
+    pub rank: crate::args::NodeRank,
     /// Parallel readers (reads wait on storage, not CPU: network storage wants several).
     #[arg(long, default_value_t = WarmOptions::default().jobs)]
     pub jobs: usize,
@@ -87,7 +85,7 @@ impl ShareArgs {
     /// A plan file's node; else, with --tp/--pp/--nnodes (or LWS_GROUP_SIZE), this node's part
     /// of the plan computed from the model; else the whole model.
     pub fn share(&self) -> anyhow::Result<WarmShare> {
-        let rank = self.node_rank.or_else(node_rank_from_env);
+        let rank = self.rank.get();
         if let Some(plan) = &self.plan {
             let rank =
                 rank.ok_or_else(|| ferry_sidecar::Error::NeedsRank { plan: plan.clone() })?;

@@ -1,21 +1,8 @@
-//! S3 and S3-compatible object storage (AWS S3, Tencent COS, MinIO, SeaweedFS…) on either side
-//! of `ferry fetch`:
-//!
-//! - [`source`]: `ferry fetch s3://BUCKET/PREFIX --to DIR` lists the prefix into a snapshot and
-//!   hands presigned GET URLs to the shared engine, so ranged transfers, the journal, hashing,
-//!   atomic publish and the completion manifest are exactly those of the hub sources.
-//! - [`sink`]: `ferry fetch ORG/NAME --to s3://BUCKET/PREFIX` streams hub bytes straight into
-//!   multipart uploads, verified by sha256 end to end, resumable after kill -9, with the ferry
-//!   manifest object written last.
-//!
-//! Configuration is the AWS way ([`connect`]): the default credential chain, `AWS_REGION`, and
-//! `--s3-endpoint` / `AWS_ENDPOINT_URL` for S3-compatible services (path-style addressing).
-
-mod hub_range;
-mod multipart;
-pub mod sha256;
-pub mod sink;
-pub mod source;
+//! The S3 client both S3 ends of `ferry fetch` share: `s3://BUCKET/PREFIX` URLs ([`S3Url`]),
+//! connecting the AWS way ([`connect`]: the default credential chain, `AWS_REGION`, and
+//! `--s3-endpoint` / `AWS_ENDPOINT_URL` for S3-compatible services such as Tencent COS, MinIO or
+//! SeaweedFS, path-style), and SDK errors turned into errors that say what to do
+//! ([`S3::error`]). The origin is [`crate::origin::s3`], the target [`crate::target::s3`].
 
 use std::time::Duration;
 
@@ -31,9 +18,9 @@ use crate::error::{Error, Result};
 pub use aws_sdk_s3;
 
 /// Where ferry keeps its objects inside a prefix: the manifest and upload checkpoints.
-pub const STATE_DIR: &str = ".ferry";
-/// The completion manifest object, relative to the prefix; the same JSON as a directory's
-/// `.ferry/manifest.json`.
+pub const STATE_DIR: &str = ferry_sharder::layout::STATE_DIR;
+/// The completion manifest object, relative to the prefix; the same JSON (and the same
+/// relative path, [`ferry_sharder::layout::manifest_path`]) as a directory's manifest.
 pub const MANIFEST: &str = ".ferry/manifest.json";
 
 /// `s3://BUCKET/PREFIX`, with the prefix normalized to no leading and no trailing slash.

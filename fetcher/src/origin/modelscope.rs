@@ -7,7 +7,8 @@ use ferry_sharder::FileHash;
 use serde::Deserialize;
 use url::Url;
 
-use super::{is_commit, Refusal, Source};
+use super::hub::{is_commit, Hub, Say};
+use super::Refused;
 use crate::error::{Error, Result};
 use crate::http::display_url;
 use crate::snapshot::{RemoteFile, Snapshot};
@@ -70,7 +71,7 @@ fn q(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-pub async fn resolve(src: &Source, repo: &str, revision: &str) -> Result<Snapshot> {
+pub async fn resolve(src: &Hub, repo: &str, revision: &str) -> Result<Snapshot> {
     let commit = if is_commit(revision) {
         revision.to_ascii_lowercase()
     } else {
@@ -116,7 +117,7 @@ pub async fn resolve(src: &Source, repo: &str, revision: &str) -> Result<Snapsho
 }
 
 /// Pins a branch or tag to its commit, so every file comes from the same one.
-async fn pin(src: &Source, repo: &str, revision: &str) -> Result<String> {
+async fn pin(src: &Hub, repo: &str, revision: &str) -> Result<String> {
     let url = src.api_url(&format!("api/v1/models/{repo}/revisions"))?;
     let (env, _): (Envelope<Revisions>, _) = src.get_json(url.clone(), repo, revision).await?;
     let map = env.data.map(|d| d.map).ok_or_else(|| Error::BadResponse {
@@ -134,7 +135,7 @@ async fn pin(src: &Source, repo: &str, revision: &str) -> Result<String> {
         })
 }
 
-pub fn file_url(src: &Source, repo: &str, commit: &str, path: &str) -> Url {
+pub fn file_url(src: &Hub, repo: &str, commit: &str, path: &str) -> Url {
     src.endpoint
         .join(&format!(
             "api/v1/models/{repo}/repo?Revision={}&FilePath={}",
@@ -144,10 +145,9 @@ pub fn file_url(src: &Source, repo: &str, commit: &str, path: &str) -> Url {
         .unwrap_or_else(|_| src.endpoint.clone())
 }
 
-pub fn refusal(src: &Source, r: &Refusal<'_>) -> Error {
-    let Refusal {
-        repo,
-        revision,
+/// Explains a refusal of a request about `repo` at `revision`.
+pub fn refusal(src: &Hub, repo: &str, revision: &str, r: &Refused<'_>) -> Error {
+    let Refused {
         path,
         status,
         body,
@@ -162,40 +162,16 @@ pub fn refusal(src: &Source, r: &Refusal<'_>) -> Error {
                 .find_map(|k| v.get(*k).and_then(|m| m.as_str()).map(str::to_string))
         })
         .unwrap_or_else(|| format!("HTTP {status}"));
-    let kind = src.kind;
     let lower = message.to_ascii_lowercase();
+    let say = Say { hub: src, repo };
     match status {
-        401 if src.http.has_token() => Error::BadToken {
-            source_name: kind.display_name(),
-            repo: repo.into(),
-            message,
-            token_env: kind.token_env(),
-        },
-        401 => Error::NeedsToken {
-            source_name: kind.display_name(),
-            repo: repo.into(),
-            message,
-            token_env: kind.token_env(),
-        },
-        403 => Error::Gated {
-            source_name: kind.display_name(),
-            repo: repo.into(),
-            message,
-        },
-        404 if path.is_some() => Error::FileNotFound {
-            repo: repo.into(),
-            path: path.unwrap_or("?").into(),
-            commit: revision.into(),
-        },
-        404 if lower.contains("revision") || lower.contains("branch") => Error::RevisionNotFound {
-            repo: repo.into(),
-            revision: revision.into(),
-        },
-        404 => Error::RepoNotFound {
-            source_name: kind.display_name(),
-            repo: repo.into(),
-            endpoint: display_url(&src.endpoint),
-        },
+        401 => say.token(message),
+        403 => say.gated(message),
+        404 if path.is_some() => say.file_not_found(path, revision),
+        404 if lower.contains("revision") || lower.contains("branch") => {
+            say.revision_not_found(revision)
+        }
+        404 => say.repo_not_found(),
         _ => Error::Http {
             url: display_url(url),
             status,

@@ -2,36 +2,35 @@
 //! the hub origin, redirects by hand), retries with backoff while the range keeps failing for
 //! less than `--retry-timeout`, and a stall timer on the body.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use reqwest::{Method, StatusCode};
 
-use super::sink::Ctx;
+use super::Ctx;
 use crate::error::{Error, Result};
 use crate::http::display_url;
+use crate::origin::Refused;
 use crate::snapshot::RemoteFile;
-use crate::source::Refusal;
 
 impl Ctx {
     /// `[lo, hi)` of a hub file into memory, with retries, backoff and a stall timer.
     pub(super) async fn hub_get(&self, f: &RemoteFile, lo: u64, hi: u64) -> Result<Bytes> {
-        let url = self.source.file_url(&self.snapshot, f);
+        let url = self.ranges.file_url(f);
         let mut delay = Duration::from_millis(200);
         let mut failing_since: Option<Instant> = None;
         let mut attempts = 0u32;
         loop {
             let reason = match self.hub_attempt(f, &url, lo, hi).await {
                 Ok(b) => {
-                    self.progress.add_downloaded(b.len() as u64);
+                    self.meter.add_downloaded(b.len() as u64);
                     return Ok(b);
                 }
                 Err(HubFailure::Final(e)) => return Err(e),
                 Err(HubFailure::Retry(reason)) => reason,
             };
             attempts += 1;
-            self.progress.retries.fetch_add(1, Ordering::Relaxed);
+            self.meter.retried();
             let since = *failing_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= self.opts.retry_timeout {
                 return Err(Error::Network {
@@ -59,7 +58,7 @@ impl Ctx {
         lo: u64,
         hi: u64,
     ) -> std::result::Result<Bytes, HubFailure> {
-        let http = &self.source.http;
+        let http = self.ranges.http();
         let stall = self.opts.stall_timeout;
         let answer = http
             .send(Method::GET, url.clone(), Some((lo, hi - 1)), stall)
@@ -86,9 +85,7 @@ impl Ctx {
             }
             let headers = answer.response.headers().clone();
             let body = answer.response.text().await.unwrap_or_default();
-            return Err(HubFailure::Final(self.source.refusal(&Refusal {
-                repo: &self.snapshot.repo,
-                revision: &self.snapshot.commit,
+            return Err(HubFailure::Final(self.ranges.refusal(&Refused {
                 path: Some(&f.path),
                 status: status.as_u16(),
                 headers: &headers,

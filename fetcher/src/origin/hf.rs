@@ -8,7 +8,8 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use url::Url;
 
-use super::{is_commit, Refusal, Source};
+use super::hub::{is_commit, Hub, Say};
+use super::Refused;
 use crate::error::{Error, Result};
 use crate::http::display_url;
 use crate::snapshot::{RemoteFile, Snapshot};
@@ -44,7 +45,7 @@ struct Lfs {
     size: u64,
 }
 
-pub async fn resolve(src: &Source, repo: &str, revision: &str) -> Result<Snapshot> {
+pub async fn resolve(src: &Hub, repo: &str, revision: &str) -> Result<Snapshot> {
     let commit = if is_commit(revision) {
         revision.to_ascii_lowercase()
     } else {
@@ -100,7 +101,7 @@ pub async fn resolve(src: &Source, repo: &str, revision: &str) -> Result<Snapsho
     })
 }
 
-pub fn file_url(src: &Source, repo: &str, commit: &str, path: &str) -> Url {
+pub fn file_url(src: &Hub, repo: &str, commit: &str, path: &str) -> Url {
     let path = utf8_percent_encode(path, PATH);
     // The repo id and commit were checked; the path is percent-encoded: joining cannot fail in
     // practice, and the endpoint itself is the fallback that makes the failure visible.
@@ -126,10 +127,9 @@ fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-pub fn refusal(src: &Source, r: &Refusal<'_>) -> Error {
-    let Refusal {
-        repo,
-        revision,
+/// Explains a refusal of a request about `repo` at `revision`.
+pub fn refusal(src: &Hub, repo: &str, revision: &str, r: &Refused<'_>) -> Error {
+    let Refused {
         path,
         status,
         headers,
@@ -151,45 +151,16 @@ pub fn refusal(src: &Source, r: &Refusal<'_>) -> Error {
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
             .unwrap_or_else(|| format!("HTTP {status}"));
     }
-    let kind = src.kind;
+    let say = Say { hub: src, repo };
     match code.as_str() {
-        "GatedRepo" => Error::Gated {
-            source_name: kind.display_name(),
-            repo: repo.into(),
-            message,
-        },
-        "RepoNotFound" if status == 401 && !src.http.has_token() => Error::NeedsToken {
-            source_name: kind.display_name(),
-            repo: repo.into(),
-            message: "the repo is private or does not exist".into(),
-            token_env: kind.token_env(),
-        },
-        "RepoNotFound" => Error::RepoNotFound {
-            source_name: kind.display_name(),
-            repo: repo.into(),
-            endpoint: display_url(&src.endpoint),
-        },
-        "RevisionNotFound" => Error::RevisionNotFound {
-            repo: repo.into(),
-            revision: revision.into(),
-        },
-        "EntryNotFound" => Error::FileNotFound {
-            repo: repo.into(),
-            path: path.unwrap_or("?").into(),
-            commit: revision.into(),
-        },
-        _ if status == 401 && src.http.has_token() => Error::BadToken {
-            source_name: kind.display_name(),
-            repo: repo.into(),
-            message,
-            token_env: kind.token_env(),
-        },
-        _ if status == 401 => Error::NeedsToken {
-            source_name: kind.display_name(),
-            repo: repo.into(),
-            message,
-            token_env: kind.token_env(),
-        },
+        "GatedRepo" => say.gated(message),
+        "RepoNotFound" if status == 401 && !src.http.has_token() => {
+            say.token("the repo is private or does not exist".into())
+        }
+        "RepoNotFound" => say.repo_not_found(),
+        "RevisionNotFound" => say.revision_not_found(revision),
+        "EntryNotFound" => say.file_not_found(path, revision),
+        _ if status == 401 => say.token(message),
         _ => Error::Http {
             url: display_url(url),
             status,

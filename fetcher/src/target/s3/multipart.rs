@@ -16,68 +16,16 @@ use std::sync::Arc;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
-use ferry_sharder::{FileHash, Hasher};
+use ferry_sharder::FileHash;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use super::sha256::{ResumableSha256, Saved};
-use super::sink::{delete, mismatch, put, sha256_b64, Ctx, META_HASH};
+use super::checkpoint::{Checkpoint, Event, Running};
+use super::objects::{delete, mismatch, sha256_b64, META_HASH};
+use super::sha256::ResumableSha256;
+use super::Ctx;
 use crate::error::{Error, Result};
 use crate::snapshot::RemoteFile;
-
-/// What survives a crash for one file's multipart upload.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Checkpoint {
-    path: String,
-    size: u64,
-    hash: FileHash,
-    part_size: u64,
-    upload_id: String,
-    /// Parts 1..=parts_done are uploaded and hashed into `sha256`.
-    parts_done: u32,
-    sha256: Option<Saved>,
-    /// The sha256 (base64) of parts 1..=parts_done: CompleteMultipartUpload needs every part's
-    /// checksum, and not every server (SeaweedFS) reports them in ListParts.
-    #[serde(default)]
-    part_sha256: Vec<String>,
-}
-
-/// The running hash of a file: resumable for sha256, plain (restarted on resume) otherwise.
-enum Running {
-    Sha(ResumableSha256),
-    Other(Hasher),
-}
-
-impl Running {
-    fn new(hash: &FileHash, size: u64) -> Running {
-        match hash {
-            FileHash::Sha256(_) => Running::Sha(ResumableSha256::new()),
-            other => Running::Other(other.hasher(size)),
-        }
-    }
-
-    fn update(&mut self, data: &[u8]) {
-        match self {
-            Running::Sha(h) => h.update(data),
-            Running::Other(h) => h.update(data),
-        }
-    }
-
-    fn save(&self) -> Option<Saved> {
-        match self {
-            Running::Sha(h) => h.save(),
-            Running::Other(_) => None,
-        }
-    }
-
-    fn finish(self) -> FileHash {
-        match self {
-            Running::Sha(h) => FileHash::Sha256(h.finish()),
-            Running::Other(h) => h.finish(),
-        }
-    }
-}
 
 /// One fetched part, holding its share of the memory budget until uploaded.
 struct Fetched {
@@ -85,13 +33,6 @@ struct Fetched {
     bytes: Bytes,
     sha256_b64: String,
     permit: OwnedSemaphorePermit,
-}
-
-enum Event {
-    /// Part `n` is hashed: the running state after it (when saveable), and its own sha256.
-    Hashed(i32, Option<Saved>, String),
-    /// Part `n` is on the server (uploaded now or kept).
-    Uploaded(CompletedPart),
 }
 
 impl Ctx {
@@ -116,9 +57,7 @@ impl Ctx {
         self.counts
             .kept
             .fetch_add(u64::from(parts_done), Ordering::Relaxed);
-        self.progress
-            .bytes_reused
-            .fetch_add(kept_bytes, Ordering::Relaxed);
+        self.meter.add_reused(kept_bytes);
         let saver = {
             let ctx = Arc::clone(self);
             let cp = Checkpoint {
@@ -134,6 +73,38 @@ impl Ctx {
             tokio::spawn(async move { ctx.save_checkpoints(cp, &mut rx).await })
         };
 
+        let running = self
+            .stream_parts(
+                f,
+                part_size,
+                (&key, &upload_id),
+                (parts_done, running),
+                &on_server,
+                &events,
+            )
+            .await?;
+        drop(events);
+        let parts = saver.await.map_err(|e| Error::Task {
+            task: "checkpoint task",
+            message: e.to_string(),
+        })?;
+        self.complete(f, &key, &upload_id, parts, running.finish(), n_parts)
+            .await
+    }
+
+    /// Fetches parts `parts_done + 1..`, several at once, hashes them in order into `running`
+    /// and uploads those the server does not have yet; returns the whole-file hash state.
+    #[allow(clippy::too_many_arguments)]
+    async fn stream_parts(
+        self: &Arc<Self>,
+        f: &RemoteFile,
+        part_size: u64,
+        (key, upload_id): (&str, &str),
+        (parts_done, running): (u32, Running),
+        on_server: &HashMap<i32, ServerPart>,
+        events: &mpsc::UnboundedSender<Event>,
+    ) -> Result<Running> {
+        let n_parts = f.size.div_ceil(part_size) as i32;
         let range = |n: i32| {
             let lo = (n as u64 - 1) * part_size;
             (lo, (lo + part_size).min(f.size))
@@ -185,7 +156,8 @@ impl Ctx {
                 }
                 _ => {
                     let ctx = Arc::clone(self);
-                    let (key, upload_id, events) = (key.clone(), upload_id.clone(), events.clone());
+                    let (key, upload_id, events) =
+                        (key.to_string(), upload_id.to_string(), events.clone());
                     uploads.spawn(async move {
                         let done = ctx.upload_part(&key, &upload_id, &part).await?;
                         drop(part.permit);
@@ -203,23 +175,22 @@ impl Ctx {
         while let Some(r) = uploads.join_next().await {
             join(r)??;
         }
-        drop(events);
-        let parts = saver.await.map_err(|e| Error::Task {
-            task: "checkpoint task",
-            message: e.to_string(),
-        })?;
-        let actual = running.finish();
+        Ok(running)
+    }
+
+    /// Completes the upload when the whole-file hash is the hub's; aborts it otherwise.
+    async fn complete(
+        &self,
+        f: &RemoteFile,
+        key: &str,
+        upload_id: &str,
+        parts: BTreeMap<i32, CompletedPart>,
+        actual: FileHash,
+        n_parts: i32,
+    ) -> Result<()> {
         if actual != f.hash {
             // Never complete an object whose bytes differ from the hub's.
-            let _ = self
-                .s3
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.dest.bucket)
-                .key(&key)
-                .upload_id(&upload_id)
-                .send()
-                .await;
+            self.abort(key, upload_id).await;
             let _ = delete(&self.s3, &self.dest.bucket, &self.checkpoint_key(&f.path)).await;
             return Err(mismatch(f, &actual));
         }
@@ -234,8 +205,8 @@ impl Ctx {
             .client
             .complete_multipart_upload()
             .bucket(&self.dest.bucket)
-            .key(&key)
-            .upload_id(&upload_id)
+            .key(key)
+            .upload_id(upload_id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts.into_values().collect()))
@@ -247,7 +218,7 @@ impl Ctx {
                 self.s3.error(
                     "s3:PutObject (CompleteMultipartUpload)",
                     &self.dest.bucket,
-                    &key,
+                    key,
                     e,
                 )
             })?;
@@ -265,30 +236,7 @@ impl Ctx {
     ) -> Result<(String, u32, Running, HashMap<i32, ServerPart>, Vec<String>)> {
         let key = self.dest.key(&f.path);
         let bucket = &self.dest.bucket;
-        let open = self
-            .s3
-            .client
-            .list_multipart_uploads()
-            .bucket(bucket)
-            .prefix(&key)
-            .send()
-            .await
-            .map_err(|e| {
-                self.s3
-                    .error("s3:ListBucketMultipartUploads", bucket, &key, e)
-            })?;
-        let mut open: Vec<(String, i64)> = open
-            .uploads()
-            .iter()
-            .filter(|u| u.key() == Some(key.as_str()))
-            .filter_map(|u| {
-                Some((
-                    u.upload_id()?.to_string(),
-                    u.initiated().map(|t| t.secs()).unwrap_or(0),
-                ))
-            })
-            .collect();
-        open.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+        let open = self.open_uploads(&key).await?;
         let cp = self.read_checkpoint(f, part_size).await;
         let mut chosen: Option<(String, u32, Running, Vec<String>)> = None;
         if let Some(cp) = cp.filter(|cp| open.iter().any(|(id, _)| *id == cp.upload_id)) {
@@ -321,6 +269,7 @@ impl Ctx {
             let vouched = (1..=done as i32).all(|n| on_server.contains_key(&n));
             if sizes_ok && vouched {
                 for (other, _) in open.iter().filter(|(o, _)| *o != id) {
+                    tracing::info!("{key}: aborting stale multipart upload");
                     self.abort(&key, other).await;
                 }
                 tracing::info!(
@@ -337,6 +286,7 @@ impl Ctx {
             );
         }
         for (other, _) in &open {
+            tracing::info!("{key}: aborting stale multipart upload");
             self.abort(&key, other).await;
         }
         let created = self
@@ -368,8 +318,39 @@ impl Ctx {
         ))
     }
 
+    /// The open multipart uploads of `key`, newest first.
+    async fn open_uploads(&self, key: &str) -> Result<Vec<(String, i64)>> {
+        let bucket = &self.dest.bucket;
+        let open = self
+            .s3
+            .client
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .prefix(key)
+            .send()
+            .await
+            .map_err(|e| {
+                self.s3
+                    .error("s3:ListBucketMultipartUploads", bucket, key, e)
+            })?;
+        let mut open: Vec<(String, i64)> = open
+            .uploads()
+            .iter()
+            .filter(|u| u.key() == Some(key))
+            .filter_map(|u| {
+                Some((
+                    u.upload_id()?.to_string(),
+                    u.initiated().map(|t| t.secs()).unwrap_or(0),
+                ))
+            })
+            .collect();
+        open.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+        Ok(open)
+    }
+
+    /// Aborts an upload; failing to is harmless (a bucket lifecycle rule or the next run's
+    /// stale-upload sweep removes it).
     async fn abort(&self, key: &str, upload_id: &str) {
-        tracing::info!("{key}: aborting stale multipart upload");
         let _ = self
             .s3
             .client
@@ -475,118 +456,12 @@ impl Ctx {
             }
         }
     }
-
-    /// Consumes part events and rewrites the checkpoint whenever the run of parts that are both
-    /// hashed and uploaded grows; returns every part for CompleteMultipartUpload.
-    async fn save_checkpoints(
-        &self,
-        mut cp: Checkpoint,
-        rx: &mut mpsc::UnboundedReceiver<Event>,
-    ) -> BTreeMap<i32, CompletedPart> {
-        let mut parts: BTreeMap<i32, CompletedPart> = BTreeMap::new();
-        let mut states: BTreeMap<i32, Option<Saved>> = BTreeMap::new();
-        let mut shas: BTreeMap<i32, String> = (1..).zip(cp.part_sha256.iter().cloned()).collect();
-        let key = self.checkpoint_key(&cp.path);
-        while let Some(ev) = rx.recv().await {
-            let mut batch = vec![ev];
-            // Coalesce: under load many parts finish between two checkpoint writes.
-            while let Ok(ev) = rx.try_recv() {
-                batch.push(ev);
-            }
-            for ev in batch {
-                match ev {
-                    Event::Hashed(n, s, sha) => {
-                        states.insert(n, s);
-                        shas.insert(n, sha);
-                    }
-                    Event::Uploaded(p) => {
-                        if let Some(n) = p.part_number() {
-                            parts.insert(n, p);
-                        }
-                    }
-                }
-            }
-            let mut advanced = false;
-            while let (Some(_), Some(state)) = (
-                parts.get(&(cp.parts_done as i32 + 1)),
-                states.get(&(cp.parts_done as i32 + 1)),
-            ) {
-                cp.parts_done += 1;
-                cp.sha256 = *state;
-                cp.part_sha256.push(
-                    shas.get(&(cp.parts_done as i32))
-                        .cloned()
-                        .unwrap_or_default(),
-                );
-                advanced = true;
-            }
-            states.retain(|n, _| *n > cp.parts_done as i32);
-            if advanced && cp.sha256.is_some() {
-                let json = serde_json::to_vec(&cp).unwrap_or_default();
-                let sha = sha256_b64(Bytes::from(json.clone()))
-                    .await
-                    .unwrap_or_default();
-                if let Err(e) = put(
-                    &self.s3,
-                    &self.dest.bucket,
-                    &key,
-                    Bytes::from(json),
-                    &sha,
-                    None,
-                )
-                .await
-                {
-                    // Not fatal: a resume without it re-fetches the prefix for hashing.
-                    tracing::warn!("{}: cannot save the upload checkpoint: {e}", cp.path);
-                }
-            }
-        }
-        // Every part with its checksum, from the server's listing or from our own hashing.
-        parts
-            .into_iter()
-            .map(|(n, p)| {
-                let sha = p
-                    .checksum_sha256()
-                    .map(str::to_string)
-                    .or_else(|| shas.get(&n).cloned());
-                let p = CompletedPart::builder()
-                    .part_number(n)
-                    .set_e_tag(p.e_tag().map(str::to_string))
-                    .set_checksum_sha256(sha)
-                    .build();
-                (n, p)
-            })
-            .collect()
-    }
-
-    fn checkpoint_key(&self, path: &str) -> String {
-        use sha2::Digest;
-        let id = hex::encode(&sha2::Sha256::digest(path.as_bytes())[..12]);
-        self.dest
-            .key(&format!("{}/uploads/{id}.json", super::STATE_DIR))
-    }
-
-    async fn read_checkpoint(&self, f: &RemoteFile, part_size: u64) -> Option<Checkpoint> {
-        let out = self
-            .s3
-            .client
-            .get_object()
-            .bucket(&self.dest.bucket)
-            .key(self.checkpoint_key(&f.path))
-            .send()
-            .await
-            .ok()?;
-        let bytes = out.body.collect().await.ok()?.into_bytes();
-        let cp: Checkpoint = serde_json::from_slice(&bytes).ok()?;
-        (cp.path == f.path && cp.size == f.size && cp.hash == f.hash && cp.part_size == part_size)
-            .then_some(cp)
-    }
 }
 
-struct ServerPart {
-    size: u64,
-    sha256_b64: Option<String>,
-    completed: CompletedPart,
+pub(super) struct ServerPart {
+    pub(super) size: u64,
+    pub(super) sha256_b64: Option<String>,
+    pub(super) completed: CompletedPart,
 }
 
 fn join(r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<Result<()>> {

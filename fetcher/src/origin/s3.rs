@@ -1,7 +1,7 @@
-//! `ferry fetch s3://BUCKET/PREFIX --to DIR`: an S3 prefix as a snapshot source.
+//! `ferry fetch s3://BUCKET/PREFIX --to DIR`: an S3 prefix as an [`Origin`].
 //!
 //! The prefix is listed (ListObjectsV2, paginated) into a [`Snapshot`]; each file gets a
-//! presigned GET URL, and from there the shared engine does what it does for a hub: parallel
+//! presigned GET URL ([`Ranges`]), and from there the shared pipeline does what it does for a hub: parallel
 //! ranged GETs, journal and resume, in-order hashing, atomic publish, completion manifest.
 //!
 //! What a file is verified against, best first:
@@ -16,21 +16,19 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::types::{ChecksumMode, ChecksumType, ServerSideEncryption};
-use ferry_sharder::{layout, FileHash, Manifest};
+use ferry_sharder::{FileHash, Manifest};
 use futures_util::{StreamExt, TryStreamExt};
 use url::Url;
 
-use super::{S3Url, MANIFEST, S3, STATE_DIR};
+use super::{Origin, Ranges, Refused};
 use crate::error::{Error, Result};
-use crate::fetch::{FetchOptions, Summary};
-use crate::http::display_url;
-use crate::select::Selection;
+use crate::http::{display_url, Http};
+use crate::s3::{S3Url, MANIFEST, S3, STATE_DIR};
 use crate::snapshot::{RemoteFile, Snapshot};
-use crate::source::{Refusal, Source, SourceKind};
 
 /// Presigned URLs live as long as SigV4 allows (7 days), so a slow 642 GB download never sees
 /// one expire. Temporary credentials (web identity, STS) cap this at their own expiry; a refused
@@ -39,45 +37,49 @@ const PRESIGN_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// HeadObject calls at once while looking for checksums.
 const HEAD_CONCURRENCY: usize = 16;
 
-/// Fetches an S3 prefix into `opts.dir`.
-pub async fn fetch(mut opts: FetchOptions) -> Result<Summary> {
-    let started = Instant::now();
-    let url = S3Url::parse(&opts.repo)?;
-    if opts.slice.is_some() {
-        return Err(Error::Usage(
-            "--slice/--slices work with hub sources only; an s3:// source is fetched by one process (in-region S3 is rarely the bottleneck)".into(),
-        ));
-    }
-    opts.kind = SourceKind::S3;
-    opts.repo = url.to_string();
-    let s3 = super::connect(
-        opts.s3_endpoint.as_deref(),
-        opts.connections
-            .unwrap_or(crate::fetch::DEFAULT_MAX_CONNECTIONS),
-    )
-    .await?;
-    s3.check_bucket(&url.bucket).await?;
-    let snapshot = resolve(&s3, &url).await?;
-    let files = Selection::new(&opts.include, &opts.exclude)?.apply(&opts.repo, snapshot.files)?;
-    let snapshot = Snapshot { files, ..snapshot };
-    tracing::info!(
-        "S3 {}: {} files, {}",
-        url,
-        snapshot.files.len(),
-        bytesize::ByteSize(snapshot.total_bytes())
-    );
-    let source = presigned_source(&s3, &url, &snapshot).await?;
+/// An S3 prefix as the origin of a fetch.
+pub struct S3Origin {
+    s3: S3,
+    url: S3Url,
+}
 
-    let dir = opts.dir.clone();
-    for d in [
-        dir.join(layout::STATE_DIR),
-        layout::partial_dir(&dir),
-        layout::journal_dir(&dir),
-    ] {
-        std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+impl S3Origin {
+    /// Connects (credentials, endpoint) and checks the bucket, so a typo fails at once.
+    pub async fn connect(
+        url: S3Url,
+        endpoint: Option<&str>,
+        max_connections: usize,
+    ) -> Result<S3Origin> {
+        let s3 = crate::s3::connect(endpoint, max_connections).await?;
+        s3.check_bucket(&url.bucket).await?;
+        Ok(S3Origin { s3, url })
     }
-    let _lock = crate::lock::acquire(&dir, None)?;
-    crate::fetch::complete(&opts, &source, Arc::new(snapshot), started).await
+}
+
+impl Origin for S3Origin {
+    fn id(&self) -> &'static str {
+        "s3"
+    }
+
+    fn name(&self) -> &'static str {
+        "S3"
+    }
+
+    fn repo(&self) -> String {
+        self.url.to_string()
+    }
+
+    fn revision(&self) -> Option<&str> {
+        None
+    }
+
+    async fn resolve(&self, _pinned: Option<&str>) -> Result<Snapshot> {
+        resolve(&self.s3, &self.url).await
+    }
+
+    async fn open(&self, snapshot: &Snapshot) -> Result<Arc<dyn Ranges>> {
+        Ok(Arc::new(presign(&self.s3, &self.url, snapshot).await?))
+    }
 }
 
 /// Lists the prefix and works out each file's hash (manifest, S3 checksum, or size + ETag).
@@ -289,7 +291,7 @@ async fn server_hash(s3: &S3, url: &S3Url, path: &str, etag: &str) -> Result<Fil
     let sha = head
         .checksum_sha256()
         .filter(|c| !composite && !c.contains('-'))
-        .and_then(super::b64_decode)
+        .and_then(crate::s3::b64_decode)
         .filter(|d| d.len() == 32)
         .map(hex::encode);
     if let Some(sha) = sha {
@@ -312,8 +314,32 @@ fn etag_is_md5(etag: &str) -> bool {
     etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// A [`Source`] whose file URLs are presigned GETs, for the shared engine.
-async fn presigned_source(s3: &S3, url: &S3Url, snapshot: &Snapshot) -> Result<Source> {
+/// Presigned GETs of a snapshot's objects.
+struct S3Ranges {
+    url: S3Url,
+    http: Http,
+    urls: HashMap<String, Url>,
+    fallback: Url,
+}
+
+impl Ranges for S3Ranges {
+    fn http(&self) -> &Http {
+        &self.http
+    }
+
+    fn file_url(&self, file: &RemoteFile) -> Url {
+        self.urls
+            .get(&file.path)
+            .cloned()
+            .unwrap_or_else(|| self.fallback.clone())
+    }
+
+    fn refusal(&self, r: &Refused<'_>) -> Error {
+        refusal(&self.url, r)
+    }
+}
+
+async fn presign(s3: &S3, url: &S3Url, snapshot: &Snapshot) -> Result<S3Ranges> {
     let config = PresigningConfig::expires_in(PRESIGN_EXPIRY)
         .map_err(|e| Error::Usage(format!("presigning: {e}")))?;
     let mut urls = HashMap::new();
@@ -333,26 +359,27 @@ async fn presigned_source(s3: &S3, url: &S3Url, snapshot: &Snapshot) -> Result<S
         })?;
         urls.insert(f.path.clone(), u);
     }
-    // The engine's client must see the objects' host as its own origin, so a refusal is
+    // The transfer's client must see the objects' host as its own origin, so a refusal is
     // explained by `refusal` below instead of being retried as an expired CDN redirect.
     let origin = urls
         .values()
         .next()
         .map(|u| u.origin().ascii_serialization())
         .unwrap_or_else(|| s3.endpoint.clone());
-    let mut source = Source::new(SourceKind::S3, &origin, None)?;
-    source.s3_urls = Arc::new(urls);
-    Ok(source)
+    let (fallback, http) = Http::for_endpoint(&origin, None, None)?;
+    Ok(S3Ranges {
+        url: url.clone(),
+        http,
+        urls,
+        fallback,
+    })
 }
 
-/// Explains a refused presigned GET (the engine calls this through [`Source::refusal`]).
-pub fn refusal(r: &Refusal<'_>) -> Error {
+/// Explains a refused presigned GET.
+fn refusal(url: &S3Url, r: &Refused<'_>) -> Error {
     let code = between(r.body, "<Code>", "</Code>").unwrap_or_default();
     let message = between(r.body, "<Message>", "</Message>").unwrap_or_default();
-    let (bucket, key) = match S3Url::parse(r.repo) {
-        Ok(u) => (u.bucket.clone(), u.key(r.path.unwrap_or(""))),
-        Err(_) => (String::new(), display_url(r.url)),
-    };
+    let (bucket, key) = (url.bucket.clone(), url.key(r.path.unwrap_or("")));
     match (r.status, code.as_str()) {
         (_, "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" | "InvalidToken") => {
             Error::S3BadCredentials {

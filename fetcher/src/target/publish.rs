@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::snapshot::RemoteFile;
+use crate::transfer::Publish;
 
 /// fsyncs every directory that holds one of `paths` (and the model directory), so that all
 /// renames are durable before the manifest says the directory is complete.
@@ -40,16 +41,6 @@ pub struct Published {
     pub size: u64,
     pub hash: FileHash,
     pub mtime_ns: i64,
-}
-
-/// The publish log of one writer: `published.jsonl`, or one per slice so that pods of an
-/// Indexed Job never append to the same file on a shared filesystem.
-pub fn published_log(dir: &Path, slice: Option<(u32, u32)>) -> PathBuf {
-    let name = match slice {
-        None => "published.jsonl".to_string(),
-        Some((i, n)) => format!("published.slice-{i}-of-{n}.jsonl"),
-    };
-    dir.join(layout::STATE_DIR).join(name)
 }
 
 /// Reads every publish log; later lines win, torn or unreadable lines are skipped (the file is
@@ -105,7 +96,7 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(dir: &Path, hf_commit: Option<String>, slice: Option<(u32, u32)>) -> Result<Self> {
-        let path = published_log(dir, slice);
+        let path = layout::published_log(dir, slice);
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -117,34 +108,6 @@ impl Publisher {
             log: Arc::new(Mutex::new(log)),
             hf_commit,
         })
-    }
-
-    pub fn publish(
-        &self,
-        remote: &RemoteFile,
-        file: &File,
-        partial: &Path,
-        journal: &Path,
-    ) -> Result<()> {
-        file.sync_all().map_err(|e| Error::io(partial, e))?;
-        let target = self.dir.join(&remote.path);
-        let parent = target.parent().unwrap_or(&self.dir).to_path_buf();
-        std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-        // A writer whose lease was taken over stops here rather than publish after the new one.
-        crate::lock::still_held(&self.dir)?;
-        match std::fs::rename(partial, &target) {
-            Ok(()) => {}
-            // Another writer (one that took the lease over while this one was paused) verified
-            // and published the same content first: the bytes under the final name are right.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && same_size(&target, remote) => {
-                tracing::warn!("{}: already published by another writer", remote.path);
-            }
-            Err(e) => return Err(Error::io(&target, e)),
-        }
-        // The directory is fsync'd once for all files before the manifest commits (see
-        // `sync_dirs`): a rename lost to a power cut only means that file is fetched again.
-        let _ = std::fs::remove_file(journal);
-        self.record(remote)
     }
 
     /// Records a file that is in place and verified (published now, or found intact).
@@ -182,5 +145,35 @@ impl Publisher {
             .unwrap_or(0.0);
         std::fs::write(&meta, format!("{commit}\n{}\n{now}\n", remote.hash.hex()))
             .map_err(|e| Error::io(&meta, e))
+    }
+}
+
+impl Publish for Publisher {
+    fn publish(
+        &self,
+        remote: &RemoteFile,
+        file: &File,
+        partial: &Path,
+        journal: &Path,
+    ) -> Result<()> {
+        file.sync_all().map_err(|e| Error::io(partial, e))?;
+        let target = self.dir.join(&remote.path);
+        let parent = target.parent().unwrap_or(&self.dir).to_path_buf();
+        std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+        // A writer whose lease was taken over stops here rather than publish after the new one.
+        crate::lock::still_held(&self.dir)?;
+        match std::fs::rename(partial, &target) {
+            Ok(()) => {}
+            // Another writer (one that took the lease over while this one was paused) verified
+            // and published the same content first: the bytes under the final name are right.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && same_size(&target, remote) => {
+                tracing::warn!("{}: already published by another writer", remote.path);
+            }
+            Err(e) => return Err(Error::io(&target, e)),
+        }
+        // The directory is fsync'd once for all files before the manifest commits (see
+        // `sync_dirs`): a rename lost to a power cut only means that file is fetched again.
+        let _ = std::fs::remove_file(journal);
+        self.record(remote)
     }
 }

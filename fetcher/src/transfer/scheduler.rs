@@ -1,169 +1,33 @@
-//! The transfer engine: one connection budget shared by all files, files first and ranges
+//! The transfer scheduler: one connection budget shared by all files, files first and ranges
 //! second, in-order hashing as ranges land, and publish on a verified hash.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_sharder::Hasher;
-use tokio::sync::{Notify, Semaphore};
-use url::Url;
+use tokio::sync::Notify;
 
+use super::budget::Budget;
+use super::job::{chunks, FileJob};
+use super::journal::{Journal, RangeSet};
+use super::range::{fetch_range, RangeCtx};
+use super::{controller, Publish, TransferOptions};
 use crate::error::{Error, Result};
-use crate::journal::{Journal, RangeSet};
-use crate::progress::Progress;
-use crate::publish::Publisher;
-use crate::snapshot::{RemoteFile, Snapshot};
-use crate::source::Source;
-use crate::transfer::fetch_range;
+use crate::meter::Meter;
+use crate::origin::Ranges;
 
 /// Read-back size for hashing from the page cache.
 const HASH_BUF: usize = 4 << 20;
 
-/// Tuning of the engine; see `FetchOptions` for the user-facing meaning.
-#[derive(Debug, Clone)]
-pub struct EngineOptions {
-    pub jobs: usize,
-    /// The most connections at once.
-    pub connections: usize,
-    /// Find the best count up to `connections` by measuring (see [`crate::adapt`]).
-    pub adaptive: bool,
-    pub chunk_size: u64,
-    /// Finished ranges of a file are made durable (fdatasync, then journaled) once this many
-    /// bytes of them are waiting: per range would cost a sync per `chunk_size`, which at small
-    /// chunks is most of the run's I/O. A crash loses at most this much per file in progress,
-    /// beside the ranges in flight.
-    pub sync_every: u64,
-    pub stall_timeout: Duration,
-    pub retry_timeout: Duration,
-}
-
-/// One file being fetched.
-pub struct FileJob {
-    pub remote: RemoteFile,
-    /// False for a piece of a file split across the slices of an Indexed Job: this process
-    /// fetches its ranges only; hashing and publishing happen once every slice is done.
-    pub whole: bool,
-    /// The hub URL of the file's bytes.
-    pub url: Url,
-    /// The CDN URL the hub last redirected to, reused for later ranges until it is refused.
-    pub location: Mutex<Option<Url>>,
-    pub partial_path: PathBuf,
-    pub journal_path: PathBuf,
-    pub file: Arc<File>,
-    journal: Mutex<Journal>,
-    state: Mutex<JobState>,
-    hash: Arc<tokio::sync::Mutex<HashState>>,
-}
-
-struct JobState {
-    pending: VecDeque<(u64, u64)>,
-    active: usize,
-    done: RangeSet,
-    /// Finished ranges written but not yet synced and journaled (see `sync_every`).
-    unsynced: Vec<(u64, u64)>,
-    finalizing: bool,
-    redownloaded: bool,
-}
-
-struct HashState {
-    hasher: Hasher,
-    upto: u64,
-}
-
-impl FileJob {
-    /// Opens (or resumes) the partial file and journal for `remote`. With `piece`, only the
-    /// bytes `[offset, offset + len)` are this job's to fetch, and the file is not published here.
-    pub fn open(
-        remote: RemoteFile,
-        url: Url,
-        partial_path: PathBuf,
-        journal_path: PathBuf,
-        chunk_size: u64,
-        piece: Option<(u64, u64)>,
-    ) -> Result<(FileJob, u64)> {
-        let (journal, done) = Journal::open(&journal_path, remote.size, &remote.hash)?;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&partial_path)
-            .map_err(|e| Error::io(&partial_path, e))?;
-        // Sparse preallocation: ranges can land in any order (and from several pods).
-        file.set_len(remote.size)
-            .map_err(|e| Error::io(&partial_path, e))?;
-        let (offset, len) = piece.unwrap_or((0, remote.size));
-        let pending = chunks(len, chunk_size)
-            .into_iter()
-            .map(|(s, e)| (s + offset, e + offset))
-            .filter(|(s, e)| !done.contains(*s, *e))
-            .collect();
-        let reused = done.covered();
-        let hasher = remote.hash.hasher(remote.size);
-        Ok((
-            FileJob {
-                remote,
-                whole: piece.is_none(),
-                url,
-                location: Mutex::new(None),
-                partial_path,
-                journal_path,
-                file: Arc::new(file),
-                journal: Mutex::new(journal),
-                state: Mutex::new(JobState {
-                    pending,
-                    active: 0,
-                    done,
-                    unsynced: Vec::new(),
-                    finalizing: false,
-                    redownloaded: false,
-                }),
-                hash: Arc::new(tokio::sync::Mutex::new(HashState { hasher, upto: 0 })),
-            },
-            reused,
-        ))
-    }
-}
-
-impl FileJob {
-    /// Bytes still to fetch in this run.
-    pub fn pending_bytes(&self) -> u64 {
-        self.state
-            .lock()
-            .map(|s| s.pending.iter().map(|(a, b)| b - a).sum())
-            .unwrap_or(0)
-    }
-}
-
-/// `[start, end)` pieces of at most `chunk` bytes covering `size` bytes.
-pub fn chunks(size: u64, chunk: u64) -> Vec<(u64, u64)> {
-    let chunk = chunk.max(1);
-    (0..size.div_ceil(chunk))
-        .map(|i| (i * chunk, ((i + 1) * chunk).min(size)))
-        .collect()
-}
-
-pub struct Engine {
-    pub source: Source,
-    pub snapshot: Arc<Snapshot>,
-    pub opts: EngineOptions,
-    pub progress: Arc<Progress>,
-    /// 429/503 answers seen, read by the connection controller.
-    pub throttled: AtomicU64,
-    publisher: Publisher,
+pub struct Scheduler {
+    ctx: RangeCtx,
+    opts: TransferOptions,
+    meter: Arc<Meter>,
+    publisher: Arc<dyn Publish>,
     sched: Mutex<Sched>,
     wake: Notify,
-    /// The connection budget: one permit per range in progress.
-    pub(crate) connections: Arc<Semaphore>,
-    /// Permits the adaptive controller wants back (see [`crate::adapt::Limit`]).
-    pub(crate) permit_debt: Arc<std::sync::atomic::AtomicUsize>,
     failed: Mutex<Option<Error>>,
-    stop: AtomicBool,
 }
 
 struct Sched {
@@ -172,38 +36,38 @@ struct Sched {
     unfinished: usize,
 }
 
-impl Engine {
+impl Scheduler {
     pub fn new(
-        source: Source,
-        snapshot: Arc<Snapshot>,
-        opts: EngineOptions,
-        progress: Arc<Progress>,
-        publisher: Publisher,
+        ranges: Arc<dyn Ranges>,
+        opts: TransferOptions,
+        meter: Arc<Meter>,
+        publisher: Arc<dyn Publish>,
         jobs: Vec<Arc<FileJob>>,
-    ) -> Arc<Engine> {
-        let connections = Arc::new(Semaphore::new(opts.connections.max(1)));
-        Arc::new(Engine {
-            source,
-            snapshot,
-            throttled: AtomicU64::new(0),
-            publisher,
+    ) -> Arc<Scheduler> {
+        let ctx = RangeCtx {
+            ranges,
+            meter: Arc::clone(&meter),
+            budget: Budget::new(opts.max_connections()),
+            stall_timeout: opts.stall_timeout,
+            retry_timeout: opts.retry_timeout,
+        };
+        Arc::new(Scheduler {
+            ctx,
             sched: Mutex::new(Sched {
                 unfinished: jobs.len(),
                 queue: jobs.into(),
                 active: Vec::new(),
             }),
             wake: Notify::new(),
-            connections,
-            permit_debt: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             failed: Mutex::new(None),
-            stop: AtomicBool::new(false),
             opts,
-            progress,
+            meter,
+            publisher,
         })
     }
 
     /// Runs every job to a published file, or stops at the first error that retries cannot fix.
-    pub async fn run(self: &Arc<Engine>) -> Result<()> {
+    pub async fn run(self: &Arc<Scheduler>) -> Result<()> {
         // Files whose every range was journaled before need only hashing and publishing.
         let ready: Vec<Arc<FileJob>> = self
             .lock_sched()
@@ -219,24 +83,19 @@ impl Engine {
             .collect();
         for job in ready {
             if !job.whole {
-                self.finished(&job);
+                self.finished(&job, false);
             } else if let Some(job) = self.claim_finalize(&job) {
                 if let Err(e) = self.finalize(&job).await {
                     self.fail(e);
                 }
             }
         }
-        let controller = self.opts.adaptive.then(|| {
-            let limit = crate::adapt::Limit::new(
-                Arc::clone(&self.connections),
-                Arc::clone(&self.permit_debt),
-                self.opts.connections.max(1),
-                crate::adapt::START,
-            );
-            tokio::spawn(crate::adapt::control(Arc::clone(self), limit))
+        let controller = self.opts.connections.is_none().then(|| {
+            let limit = self.ctx.budget.limit(controller::START);
+            tokio::spawn(controller::control(Arc::clone(&self.meter), limit))
         });
         let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..self.opts.connections.max(1) {
+        for _ in 0..self.ctx.budget.max() {
             let eng = Arc::clone(self);
             workers.spawn(async move { eng.worker().await });
         }
@@ -256,27 +115,22 @@ impl Engine {
         self.sched.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// True once every worker has been told to stop.
-    pub fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-
     fn fail(&self, e: Error) {
         if let Ok(mut f) = self.failed.lock() {
             if f.is_none() {
                 *f = Some(e);
             }
         }
-        self.stop.store(true, Ordering::SeqCst);
+        self.meter.stop();
         self.wake.notify_waiters();
     }
 
-    async fn worker(self: Arc<Engine>) {
+    async fn worker(self: Arc<Scheduler>) {
         loop {
-            if self.stop.load(Ordering::SeqCst) {
+            if self.meter.stopped() {
                 return;
             }
-            let Ok(permit) = self.connections.clone().acquire_owned().await else {
+            let Ok(permit) = self.ctx.budget.acquire().await else {
                 return;
             };
             let next = self.next_chunk();
@@ -292,7 +146,7 @@ impl Engine {
                 continue;
             };
             let mut permit = Some(permit);
-            let result = fetch_range(&self, &job, start, end, &mut permit).await;
+            let result = fetch_range(&self.ctx, &job, start, end, &mut permit).await;
             drop(permit);
             match result {
                 Ok(()) => {
@@ -339,9 +193,7 @@ impl Engine {
             // A file without pending ranges was finalized before the workers started.
             if has_work {
                 sched.active.push(Arc::clone(&job));
-                if let Ok(mut ip) = self.progress.in_progress.lock() {
-                    ip.push(job.remote.path.clone());
-                }
+                self.meter.file_started(&job.remote.path);
                 return take(&job);
             }
         }
@@ -381,7 +233,7 @@ impl Engine {
                 let waiting: u64 = st.unsynced.iter().map(|(s, e)| e - s).sum();
                 // A piece of a split file must be fully journaled: another pod merges it.
                 let piece_done = !job.whole && st.pending.is_empty() && st.active == 1;
-                if waiting >= self.opts.sync_every || piece_done {
+                if waiting >= self.opts.sync_every.max(self.opts.chunk_size) || piece_done {
                     std::mem::take(&mut st.unsynced)
                 } else {
                     Vec::new()
@@ -401,7 +253,7 @@ impl Engine {
                 .map(|s| s.pending.is_empty() && s.active == 0)
                 .unwrap_or(false);
             if last {
-                self.finished(job);
+                self.finished(job, false);
             }
             return Ok(());
         }
@@ -450,11 +302,10 @@ impl Engine {
         }
     }
 
-    /// Takes a job off the books: published, or (for a piece) all its ranges journaled.
-    fn finished(&self, job: &Arc<FileJob>) {
-        if let Ok(mut ip) = self.progress.in_progress.lock() {
-            ip.retain(|p| p != &job.remote.path);
-        }
+    /// Takes a job off the books: published (`done`), or (for a piece) all its ranges
+    /// journaled.
+    fn finished(&self, job: &Arc<FileJob>, done: bool) {
+        self.meter.file_ended(&job.remote.path, done);
         let mut sched = self.lock_sched();
         sched.active.retain(|j| !Arc::ptr_eq(j, job));
         sched.queue.retain(|j| !Arc::ptr_eq(j, job));
@@ -546,8 +397,7 @@ impl Engine {
                 task: "publish task",
                 message: e.to_string(),
             })??;
-            self.progress.files_done.fetch_add(1, Ordering::Relaxed);
-            self.finished(job);
+            self.finished(job, true);
             return Ok(());
         }
         // Reset the hash before any range of the second download can land.
@@ -585,17 +435,5 @@ impl Engine {
         st.redownloaded = true;
         st.finalizing = false;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunks_cover_exactly() {
-        assert_eq!(chunks(0, 10), vec![]);
-        assert_eq!(chunks(10, 10), vec![(0, 10)]);
-        assert_eq!(chunks(25, 10), vec![(0, 10), (10, 20), (20, 25)]);
     }
 }

@@ -2,7 +2,6 @@
 //! stall detection, signed-URL re-resolution and resume from the last byte written.
 
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,15 +9,26 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::header::{HeaderMap, CONTENT_RANGE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 
-use crate::engine::{Engine, FileJob};
+use super::budget::Budget;
+use super::job::FileJob;
 use crate::error::{Error, Result};
 use crate::http::display_url;
-use crate::source::Refusal;
+use crate::meter::Meter;
+use crate::origin::{Ranges, Refused};
 
 /// Bytes buffered before one positional write.
 const WRITE_BUF: usize = 1 << 20;
 /// An attempt that moved at least this much counts as progress and resets the backoff.
 const PROGRESS_RESET: u64 = 1 << 20;
+
+/// What every range transfer of one run shares.
+pub struct RangeCtx {
+    pub ranges: Arc<dyn Ranges>,
+    pub meter: Arc<Meter>,
+    pub budget: Budget,
+    pub stall_timeout: Duration,
+    pub retry_timeout: Duration,
+}
 
 enum Failure {
     Retry {
@@ -41,7 +51,7 @@ fn retry(reason: impl Into<String>) -> Failure {
 /// waiting to retry gives its place up and queues for a new one, so the lower count holds at once
 /// rather than when the range finally succeeds.
 pub async fn fetch_range(
-    eng: &Engine,
+    eng: &RangeCtx,
     job: &FileJob,
     start: u64,
     end: u64,
@@ -62,13 +72,13 @@ pub async fn fetch_range(
             Failure::Retry { reason, wait } => (reason, wait),
         };
         attempts += 1;
-        eng.progress.retries.fetch_add(1, Ordering::Relaxed);
+        eng.meter.retried();
         if pos - before >= PROGRESS_RESET {
             backoff = new_backoff();
             failing_since = None;
         }
         let since = *failing_since.get_or_insert_with(Instant::now);
-        if since.elapsed() >= eng.opts.retry_timeout {
+        if since.elapsed() >= eng.retry_timeout {
             return Err(Error::Network {
                 url: display_url(&job.url),
                 attempts,
@@ -87,20 +97,7 @@ pub async fn fetch_range(
             delay.as_secs_f64()
         );
         tokio::time::sleep(delay).await;
-        if crate::adapt::pay_debt(&eng.permit_debt) {
-            if let Some(p) = permit.take() {
-                p.forget();
-            }
-            *permit = Some(
-                Arc::clone(&eng.connections)
-                    .acquire_owned()
-                    .await
-                    .map_err(|e| Error::Task {
-                        task: "connection budget",
-                        message: e.to_string(),
-                    })?,
-            );
-        }
+        eng.budget.repay(permit).await?;
     }
 }
 
@@ -114,21 +111,16 @@ fn new_backoff() -> impl Iterator<Item = Duration> {
 }
 
 async fn attempt(
-    eng: &Engine,
+    eng: &RangeCtx,
     job: &FileJob,
     pos: &mut u64,
     end: u64,
 ) -> std::result::Result<(), Failure> {
     let cached = job.location.lock().ok().and_then(|l| l.clone());
     let url = cached.clone().unwrap_or_else(|| job.url.clone());
-    let http = &eng.source.http;
+    let http = eng.ranges.http();
     let answer = http
-        .send(
-            Method::GET,
-            url,
-            Some((*pos, end - 1)),
-            eng.opts.stall_timeout,
-        )
+        .send(Method::GET, url, Some((*pos, end - 1)), eng.stall_timeout)
         .await
         .map_err(|e| retry(format!("request failed: {e}")))?;
     let status = answer.response.status();
@@ -145,7 +137,7 @@ async fn attempt(
         StatusCode::OK if *pos == 0 => {}
         StatusCode::OK => return Err(retry("server ignored the Range header")),
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-            eng.throttled.fetch_add(1, Ordering::Relaxed);
+            eng.meter.throttled();
             return Err(Failure::Retry {
                 reason: format!("server answered {status} (rate limited)"),
                 wait: retry_after(&headers),
@@ -170,9 +162,7 @@ async fn attempt(
         }
         s => {
             let body = answer.response.text().await.unwrap_or_default();
-            return Err(Failure::Final(eng.source.refusal(&Refusal {
-                repo: &eng.snapshot.repo,
-                revision: &eng.snapshot.commit,
+            return Err(Failure::Final(eng.ranges.refusal(&Refused {
                 path: Some(&job.remote.path),
                 status: s.as_u16(),
                 headers: &headers,
@@ -182,9 +172,19 @@ async fn attempt(
         }
     }
 
-    let mut response = answer.response;
+    receive(eng, job, pos, end, answer.response).await
+}
+
+/// Streams the body of a range answer into the partial file from `*pos` up to `end`.
+async fn receive(
+    eng: &RangeCtx,
+    job: &FileJob,
+    pos: &mut u64,
+    end: u64,
+    mut response: reqwest::Response,
+) -> std::result::Result<(), Failure> {
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUF);
-    let stall = eng.opts.stall_timeout;
+    let stall = eng.stall_timeout;
     let outcome = loop {
         let want = end - *pos - buf.len() as u64;
         if want == 0 {
@@ -226,7 +226,7 @@ async fn attempt(
 
 /// Writes `buf` at `*pos` of the partial file, advances `pos`, and hands back the emptied buffer.
 async fn flush(
-    eng: &Engine,
+    eng: &RangeCtx,
     job: &FileJob,
     pos: &mut u64,
     buf: Vec<u8>,
@@ -249,7 +249,7 @@ async fn flush(
     })?
     .map_err(Failure::Final)?;
     *pos += len;
-    eng.progress.add_downloaded(len);
+    eng.meter.add_downloaded(len);
     buf.clear();
     Ok(buf)
 }

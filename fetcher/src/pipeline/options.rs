@@ -1,0 +1,30 @@
+//! The typed settings of one `ferry fetch`.
+
+use ferry_sharder::slices::SliceSpec;
+
+use crate::origin::OriginSpec;
+use crate::target::TargetSpec;
+use crate::transfer::TransferOptions;
+
+/// One `ferry fetch`, as typed values (the binary parses the command line into these).
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    pub origin: OriginSpec,
+    pub target: TargetSpec,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub transfer: TransferOptions,
+    /// Fetch only slice `index` of `count` of an Indexed Job; the last slice done completes the
+    /// directory.
+    pub slice: Option<SliceSpec>,
+    /// S3 endpoint for `s3://` origins and targets (`--s3-endpoint`); None: `AWS_ENDPOINT_URL_S3`,
+    /// `AWS_ENDPOINT_URL`, else AWS itself.
+    pub s3_endpoint: Option<String>,
+}
+
+impl FetchOptions {
+    /// A selection may leave out shards on purpose: checkpoint findings are only warnings then.
+    pub fn filtered(&self) -> bool {
+        !self.include.is_empty() || !self.exclude.is_empty()
+    }
+}

@@ -1,0 +1,30 @@
+//! Stage 1, resolve: the origin's revision (or a pinned commit) to one commit and its files,
+//! narrowed by `--include` / `--exclude`.
+
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::origin::Origin;
+use crate::select::Selection;
+use crate::snapshot::Snapshot;
+
+/// The snapshot to fetch from `origin`, at `pinned` when another process chose the commit.
+pub async fn resolve<O: Origin>(
+    origin: &O,
+    pinned: Option<&str>,
+    include: &[String],
+    exclude: &[String],
+) -> Result<Arc<Snapshot>> {
+    let snapshot = origin.resolve(pinned).await?;
+    let files = Selection::new(include, exclude)?.apply(&origin.repo(), snapshot.files.clone())?;
+    tracing::info!(
+        "{} {} at {} ({}): {} files, {}",
+        origin.name(),
+        snapshot.repo,
+        snapshot.revision,
+        &snapshot.commit[..12.min(snapshot.commit.len())],
+        files.len(),
+        bytesize::ByteSize(files.iter().map(|f| f.size).sum())
+    );
+    Ok(Arc::new(Snapshot { files, ..snapshot }))
+}

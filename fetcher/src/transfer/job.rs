@@ -1,0 +1,132 @@
+//! One file being fetched, or one slice's piece of it: its partial file, journal, pending and
+//! finished ranges, and the running hash of the prefix that has landed.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use ferry_sharder::Hasher;
+use url::Url;
+
+use super::journal::{Journal, RangeSet};
+use crate::error::{Error, Result};
+use crate::snapshot::RemoteFile;
+
+/// One file being fetched.
+pub struct FileJob {
+    pub remote: RemoteFile,
+    /// False for a piece of a file split across the slices of an Indexed Job: this process
+    /// fetches its ranges only; hashing and publishing happen once every slice is done.
+    pub whole: bool,
+    /// The hub URL of the file's bytes.
+    pub url: Url,
+    /// The CDN URL the hub last redirected to, reused for later ranges until it is refused.
+    pub location: Mutex<Option<Url>>,
+    pub partial_path: PathBuf,
+    pub journal_path: PathBuf,
+    pub file: Arc<File>,
+    pub(super) journal: Mutex<Journal>,
+    pub(super) state: Mutex<JobState>,
+    pub(super) hash: Arc<tokio::sync::Mutex<HashState>>,
+}
+
+pub(super) struct JobState {
+    pub(super) pending: VecDeque<(u64, u64)>,
+    pub(super) active: usize,
+    pub(super) done: RangeSet,
+    /// Finished ranges written but not yet synced and journaled (see `sync_every`).
+    pub(super) unsynced: Vec<(u64, u64)>,
+    pub(super) finalizing: bool,
+    pub(super) redownloaded: bool,
+}
+
+pub(super) struct HashState {
+    pub(super) hasher: Hasher,
+    pub(super) upto: u64,
+}
+
+impl FileJob {
+    /// Opens (or resumes) the partial file and journal for `remote`. With `piece`, only the
+    /// bytes `[offset, offset + len)` are this job's to fetch, and the file is not published here.
+    pub fn open(
+        remote: RemoteFile,
+        url: Url,
+        partial_path: PathBuf,
+        journal_path: PathBuf,
+        chunk_size: u64,
+        piece: Option<(u64, u64)>,
+    ) -> Result<(FileJob, u64)> {
+        let (journal, done) = Journal::open(&journal_path, remote.size, &remote.hash)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&partial_path)
+            .map_err(|e| Error::io(&partial_path, e))?;
+        // Sparse preallocation: ranges can land in any order (and from several pods).
+        file.set_len(remote.size)
+            .map_err(|e| Error::io(&partial_path, e))?;
+        let (offset, len) = piece.unwrap_or((0, remote.size));
+        let pending = chunks(len, chunk_size)
+            .into_iter()
+            .map(|(s, e)| (s + offset, e + offset))
+            .filter(|(s, e)| !done.contains(*s, *e))
+            .collect();
+        let reused = done.covered();
+        let hasher = remote.hash.hasher(remote.size);
+        Ok((
+            FileJob {
+                remote,
+                whole: piece.is_none(),
+                url,
+                location: Mutex::new(None),
+                partial_path,
+                journal_path,
+                file: Arc::new(file),
+                journal: Mutex::new(journal),
+                state: Mutex::new(JobState {
+                    pending,
+                    active: 0,
+                    done,
+                    unsynced: Vec::new(),
+                    finalizing: false,
+                    redownloaded: false,
+                }),
+                hash: Arc::new(tokio::sync::Mutex::new(HashState { hasher, upto: 0 })),
+            },
+            reused,
+        ))
+    }
+}
+
+impl FileJob {
+    /// Bytes still to fetch in this run.
+    pub fn pending_bytes(&self) -> u64 {
+        self.state
+            .lock()
+            .map(|s| s.pending.iter().map(|(a, b)| b - a).sum())
+            .unwrap_or(0)
+    }
+}
+
+/// `[start, end)` pieces of at most `chunk` bytes covering `size` bytes.
+pub fn chunks(size: u64, chunk: u64) -> Vec<(u64, u64)> {
+    let chunk = chunk.max(1);
+    (0..size.div_ceil(chunk))
+        .map(|i| (i * chunk, ((i + 1) * chunk).min(size)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_exactly() {
+        assert_eq!(chunks(0, 10), vec![]);
+        assert_eq!(chunks(10, 10), vec![(0, 10)]);
+        assert_eq!(chunks(25, 10), vec![(0, 10), (10, 20), (20, 25)]);
+    }
+}
