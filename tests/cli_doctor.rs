@@ -124,13 +124,54 @@ fn assumed_gpus_reproduce_the_seed_failures() {
     );
 }
 
+/// `--repo` of a repo the hub does not have: the same exit code and message as `ferry fetch` (the
+/// hub answers 401 for a private and a missing repo alike), before
+/// any check runs.
 #[test]
-fn repo_without_a_directory_says_what_to_do() {
-    let o = ferry()
-        .args(["doctor", "--repo", "deepseek-ai/DeepSeek-R1"])
+fn repo_that_does_not_exist_fails_like_fetch() {
+    let hub = support::Hub::r1(16 << 20);
+    let o = hub
+        .ferry()
+        .args(["doctor", "--repo", "deepseek-ai/No-Such-Model"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(err.contains("--include config.json"), "{err}");
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("private or does not exist"), "{err}");
+    assert!(err.contains("No-Such-Model"), "{err}");
+}
+
+mod support;
+
+/// `--repo`: the weights' sizes come from the hub's listing and config.json is fetched alone;
+/// no weight byte is downloaded and nothing is left behind.
+#[test]
+fn repo_reads_the_listing_and_config_json_only() {
+    let hub = support::Hub::r1(64 << 20);
+    let src = hub.repo_dir(support::REPO);
+    let listed: u64 = support::walk(&src)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    let o = hub
+        .ferry()
+        .args(["doctor", "--repo", support::REPO, "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", support::text(&o)));
+    let model = &v["facts"]["model"];
+    assert_eq!(model["weight_source"], "hub listing", "{v}");
+    assert_eq!(model["weight_bytes"].as_u64(), Some(listed), "{v}");
+    assert_eq!(model["complete"], false, "{v}");
+    assert_eq!(
+        model["config"]["architecture"], "DeepseekV3ForCausalLM",
+        "{model}"
+    );
+    let sent = hub.stats().bytes_sent;
+    assert!(
+        sent < listed / 10,
+        "doctor downloaded {sent} bytes of {listed}"
+    );
 }

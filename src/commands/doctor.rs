@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
+
 use ferry_sidecar::doctor::{
     self, gpu, CudaVersion, Deployment, Facts, ModelFacts, NodeFacts, Report, Severity,
 };
@@ -55,9 +57,12 @@ pub struct Args {
     /// The model directory (its config.json, and the manifest's or the files' sizes).
     #[arg(long)]
     pub model_dir: Option<PathBuf>,
-    /// A hub repo, ORG/NAME: not read from the hub yet; fetch its config.json first.
+    /// A hub repo, ORG/NAME[@REV], not fetched yet: its config.json is downloaded alone and the
+    /// weights' sizes come from the hub's listing.
     #[arg(long, conflicts_with = "model_dir")]
     pub repo: Option<String>,
+    #[command(flatten)]
+    pub hub: crate::args::Hub,
     #[command(flatten)]
     pub engine: EngineArgs,
     #[command(flatten)]
@@ -72,20 +77,18 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(repo) = &args.repo {
-        anyhow::bail!(
-            "--repo {repo}: reading config.json from the hub is not supported yet\n  hint: fetch \
-             it first (`ferry fetch {repo} --to DIR --include config.json`) and pass \
-             --model-dir DIR"
-        );
-    }
+    let listed = match &args.repo {
+        Some(spec) => Some(from_hub(&args.hub, spec).await?),
+        None => None,
+    };
     let deployment = args.engine.deployment(&args.topology);
     let dir = args.model_dir.clone();
     let assume = args.assume_gpu.clone();
     let report = tokio::task::spawn_blocking(move || -> anyhow::Result<Report> {
-        let model = match &dir {
-            Some(d) => ModelFacts::from_dir(d)?,
-            None => ModelFacts::default(),
+        let model = match (&dir, listed) {
+            (_, Some(m)) => m,
+            (Some(d), None) => ModelFacts::from_dir(d)?,
+            (None, None) => ModelFacts::default(),
         };
         let mut node = NodeFacts::detect(dir.as_deref());
         if let Some(name) = &assume {
@@ -264,4 +267,45 @@ fn print_model(m: &ModelFacts) {
             w as f64 / 1e9
         );
     }
+}
+
+/// The facts of a hub repo before any weight is downloaded: the listing's weight sizes and its
+/// config.json, fetched alone (verified as every fetch is) into a private temporary directory.
+async fn from_hub(hub: &crate::args::Hub, spec: &str) -> anyhow::Result<ModelFacts> {
+    use ferry_fetcher::origin::{hub::list, OriginSpec};
+    use ferry_fetcher::target::TargetSpec;
+    let repo = hub.repo(spec)?;
+    let snapshot = list(&repo, &[], &[])
+        .await
+        .with_context(|| format!("listing {spec}"))?;
+    let weights = snapshot
+        .files
+        .iter()
+        .filter(|f| ferry_sidecar::doctor::model::is_weight(&f.path))
+        .map(|f| f.size)
+        .sum();
+    let tmp = std::env::temp_dir().join(format!(
+        "ferry-doctor-{}-{}",
+        std::process::id(),
+        snapshot.commit
+    ));
+    let opts = ferry_fetcher::FetchOptions {
+        origin: OriginSpec::Hub(repo.clone()),
+        target: TargetSpec::Dir(tmp.clone()),
+        include: vec!["config.json".into()],
+        exclude: Vec::new(),
+        transfer: ferry_fetcher::transfer::TransferOptions::default(),
+        slice: None,
+        s3_endpoint: None,
+    };
+    let fetched = ferry_fetcher::fetch(
+        opts,
+        repo.kind.token_from_env(),
+        std::sync::Arc::new(ferry_fetcher::events::Silent),
+    )
+    .await
+    .with_context(|| format!("fetching config.json of {spec}"));
+    let facts = fetched.and_then(|_| Ok(ModelFacts::from_listing(&tmp, weights)?));
+    let _ = std::fs::remove_dir_all(&tmp);
+    facts
 }

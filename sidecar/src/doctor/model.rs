@@ -17,7 +17,7 @@ pub struct ModelFacts {
     pub config: Option<ModelConfig>,
     /// Bytes of the weight files (`*.safetensors`, `*.bin`, `*.pt`, `*.gguf`).
     pub weight_bytes: Option<u64>,
-    /// Where `weight_bytes` came from: `manifest` or `files`.
+    /// Where `weight_bytes` came from: `manifest`, `files` or `hub listing`.
     pub weight_source: Option<&'static str>,
     /// The completion manifest is there: the model is on disk in full.
     pub complete: bool,
@@ -26,13 +26,27 @@ pub struct ModelFacts {
     pub missing_bytes: Option<u64>,
 }
 
-fn is_weight(path: &str) -> bool {
+/// Whether `path` names a weight file the engine loads.
+pub fn is_weight(path: &str) -> bool {
     [".safetensors", ".bin", ".pt", ".gguf"]
         .iter()
         .any(|ext| path.ends_with(ext))
 }
 
 impl ModelFacts {
+    /// The facts of a model not fetched yet: `config_dir` holds its config.json (fetched alone),
+    /// `weight_bytes` the sizes of the hub listing's weight files, all still to download.
+    pub fn from_listing(config_dir: &Path, weight_bytes: u64) -> Result<ModelFacts> {
+        Ok(ModelFacts {
+            dir: None,
+            config: ModelConfig::from_dir(config_dir)?,
+            weight_bytes: Some(weight_bytes),
+            weight_source: Some("hub listing"),
+            complete: false,
+            missing_bytes: Some(weight_bytes),
+        })
+    }
+
     /// Reads the facts of the model in `dir`. A missing directory or config gives empty facts
     /// (the checks that need them say so); an unreadable one is an error.
     pub fn from_dir(dir: &Path) -> Result<ModelFacts> {
