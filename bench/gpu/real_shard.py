@@ -216,7 +216,7 @@ def main() -> int:
         files = model_files(model)
         # Warm and the disk's parallel-read limit, on ferry's copy.
         w = res["warm"] = {}
-        for n in (8, 16, 32, 64):
+        for n in (16, 64):
             w[f"read_limit_{n}_Bps"] = parallel_read_rate(files, n)
         for jobs in (None, 16, 32):
             drop_cache()
