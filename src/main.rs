@@ -1,6 +1,7 @@
 //! `ferry`: the command line. Parses arguments, sets up logging, calls the libraries, and maps
 //! their errors to the exit codes documented in the README.
 
+mod alloc;
 mod args;
 mod commands;
 mod exit;
@@ -48,6 +49,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    alloc::bound_heap();
     let cli = Cli::parse();
     let quiet = matches!(&cli.command, Command::Fetch(a) if a.quiet());
     init_tracing(if quiet { None } else { Some(cli.verbose) });

@@ -96,6 +96,19 @@ def dd_rate(path: Path, gib: int, flags: list[str]) -> float:
     return gib * (1 << 30) / s
 
 
+def dd_parallel_rate(dir_: Path, streams: int, gib: int, flags: list[str]) -> float:
+    """`streams` dd writers at once (ferry writes several files at once too)."""
+    t = time.perf_counter()
+    procs = [subprocess.Popen(["dd", "if=/dev/zero", f"of={dir_}/dd{i}.bin", "bs=16M", f"count={gib * 64}", *flags],
+                              stderr=subprocess.DEVNULL) for i in range(streams)]
+    for p in procs:
+        p.wait()
+    s = time.perf_counter() - t
+    for i in range(streams):
+        (dir_ / f"dd{i}.bin").unlink()
+    return streams * gib * (1 << 30) / s
+
+
 def curl_rate(urls: list[str]) -> float:
     t = time.perf_counter()
     procs = [subprocess.Popen(["curl", "-sf", "-o", "/dev/null", u]) for u in urls]
@@ -169,6 +182,10 @@ def main() -> int:
     ap.add_argument("--work", default="/tmp/ferry-real")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--skip-warm", action="store_true")
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--variant", action="append", default=[],
+                    help="NAME:ENV=V,ENV=V:ARGS — an extra ferry fetch with this environment and extra args")
     a = ap.parse_args()
     bin_ = Path(a.bin).resolve()
     ferry, hubsim = str(bin_ / "ferry"), str(bin_ / "hubsim")
@@ -197,6 +214,8 @@ def main() -> int:
         lim = res["limits"] = {}
         lim["disk_write_odirect_Bps"] = dd_rate(work / "dd.bin", 8, ["oflag=direct"])
         lim["disk_write_fdatasync_Bps"] = dd_rate(work / "dd.bin", 8, ["conv=fdatasync"])
+        lim["disk_write_odirect_8streams_Bps"] = dd_parallel_rate(work, 8, 1, ["oflag=direct"])
+        lim["disk_write_fdatasync_8streams_Bps"] = dd_parallel_rate(work, 8, 1, ["conv=fdatasync"])
         lim["loopback_1stream_Bps"] = shard_bytes[0] / curl_rate(urls[:1])
         lim["loopback_all_Bps"] = sum(shard_bytes) / curl_rate(urls)
         lim["sha256_1core_Bps"] = sha256_rate()
@@ -204,7 +223,7 @@ def main() -> int:
 
         # ferry into the disk, twice (the second after removing the first).
         res["ferry"] = []
-        for rep in range(2):
+        for rep in range(a.reps):
             shutil.rmtree(model, ignore_errors=True)
             drop_cache()
             r = run_measured([ferry, "fetch", REPO, "--to", str(model), "--endpoint", url, "--quiet"])
@@ -213,25 +232,38 @@ def main() -> int:
             res["ferry"].append(r)
             print("ferry", json.dumps(r), flush=True)
 
-        files = model_files(model)
-        # Warm and the disk's parallel-read limit, on ferry's copy.
-        w = res["warm"] = {}
-        for n in (16, 64):
-            w[f"read_limit_{n}_Bps"] = parallel_read_rate(files, n)
-        for jobs in (None, 16, 32):
+        res["variants"] = {}
+        for v in a.variant:
+            name, envs, args = (v.split(":", 2) + ["", ""])[:3]
+            env = dict(os.environ, **dict(e.split("=", 1) for e in envs.split(",") if e))
+            shutil.rmtree(model, ignore_errors=True)
             drop_cache()
-            cmd = [ferry, "warm", str(model), "--json"] + ([] if jobs is None else ["--jobs", str(jobs)])
-            r = run_measured(cmd)
-            rep = json.loads(r["stdout"])
-            w[f"ferry_warm_{jobs or 'default'}"] = {"s": r["s"], "jobs": rep.get("jobs"), "peak_rss_mib": r["peak_rss_mib"]}
-        drop_cache()
-        t = time.perf_counter()
-        subprocess.run(f"find {model} -name '*.safetensors' -print0 | xargs -0 -P16 -n1 cat > /dev/null", shell=True, check=True)
-        w["xargs_P16_cat_s"] = time.perf_counter() - t
-        drop_cache()
-        r = run_measured([ferry, "verify", str(model), "--full", "--json"])
-        res["verify_full_cold"] = {"s": r["s"], "peak_rss_mib": r["peak_rss_mib"], "user_s": r["user_s"]}
-        print("warm", json.dumps(w), flush=True)
+            r = run_measured([ferry, "fetch", REPO, "--to", str(model), "--endpoint", url, "--quiet", *args.split()], env=env)
+            r.pop("stdout")
+            r["Bps"] = total_size / r["s"]
+            res["variants"][name] = r
+            print("variant", name, json.dumps(r), flush=True)
+
+        files = model_files(model)
+        w = res["warm"] = {}
+        if not a.skip_warm:
+            # Warm and the disk's parallel-read limit, on ferry's copy.
+            for n in (16, 64):
+                w[f"read_limit_{n}_Bps"] = parallel_read_rate(files, n)
+            for jobs in (None, 16, 32):
+                drop_cache()
+                cmd = [ferry, "warm", str(model), "--json"] + ([] if jobs is None else ["--jobs", str(jobs)])
+                r = run_measured(cmd)
+                rep = json.loads(r["stdout"])
+                w[f"ferry_warm_{jobs or 'default'}"] = {"s": r["s"], "jobs": rep.get("jobs"), "peak_rss_mib": r["peak_rss_mib"]}
+            drop_cache()
+            t = time.perf_counter()
+            subprocess.run(f"find {model} -name '*.safetensors' -print0 | xargs -0 -P16 -n1 cat > /dev/null", shell=True, check=True)
+            w["xargs_P16_cat_s"] = time.perf_counter() - t
+            drop_cache()
+            r = run_measured([ferry, "verify", str(model), "--full", "--json"])
+            res["verify_full_cold"] = {"s": r["s"], "peak_rss_mib": r["peak_rss_mib"], "user_s": r["user_s"]}
+            print("warm", json.dumps(w), flush=True)
         shutil.rmtree(model, ignore_errors=True)
 
         # The same fetch into memory: network + hashing without the disk.
@@ -271,7 +303,7 @@ def main() -> int:
 
 def report(r: dict) -> str:
     lim = r["limits"]
-    limit = min(lim["disk_write_fdatasync_Bps"], lim["loopback_all_Bps"])
+    limit = min(lim.get("disk_write_fdatasync_8streams_Bps", lim["disk_write_fdatasync_Bps"]), lim["loopback_all_Bps"])
     best = min(r["ferry"], key=lambda x: x["s"])
     lines = [
         f"model: {r['shards']} shards, {r['total_bytes']/GB:.1f} GB (largest shard {r['shard_bytes_max']/GB:.2f} GB), {r['cores']} cores",
@@ -280,8 +312,8 @@ def report(r: dict) -> str:
         "|---|---|",
     ]
     lines += [f"| {k.removesuffix('_Bps')} | {v/GB:.2f} |" for k, v in lim.items()]
-    lines += ["", "| fetch | s | GB/s | of min(disk fdatasync, loopback) | user s | sys s | peak RSS MiB |", "|---|---|---|---|---|---|---|"]
-    rows = [("ferry", x) for x in r["ferry"]]
+    lines += ["", "| fetch | s | GB/s | of min(disk fdatasync ×8, loopback) | user s | sys s | peak RSS MiB |", "|---|---|---|---|---|---|---|"]
+    rows = [("ferry", x) for x in r["ferry"]] + [(f"ferry, {k}", v) for k, v in r.get("variants", {}).items()]
     if "ferry_tmpfs" in r:
         rows.append(("ferry → tmpfs", r["ferry_tmpfs"]))
     if "hf_download" in r:
@@ -291,6 +323,8 @@ def report(r: dict) -> str:
     if "hf_download" in r:
         lines.append(f"\nferry / hf: {r['hf_download']['s'] / best['s']:.2f}× faster")
     w = r["warm"]
+    if not w:
+        return "\n".join(lines) + "\n"
     lines += ["", "| warm (cold cache) | s or GB/s |", "|---|---|"]
     lines += [f"| {k} | {v/GB:.2f} GB/s |" if k.endswith("_Bps") else f"| {k} | {v['s']:.1f} s (jobs {v['jobs']}, RSS {v['peak_rss_mib']:.0f} MiB) |" if isinstance(v, dict) else f"| {k} | {v:.1f} s |" for k, v in w.items()]
     v = r["verify_full_cold"]
