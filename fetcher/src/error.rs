@@ -144,6 +144,21 @@ pub enum Error {
         key: String,
         message: String,
     },
+    #[error("{name:?} is not an Ollama model name: {reason}\n  hint: ollama://[HOST/][NAMESPACE/]MODEL[:TAG], e.g. ollama://deepseek-r1:7b or ollama://huihui_ai/deepseek-r1-abliterated:8b (namespace defaults to library, tag to latest)")]
+    BadOllamaName { name: String, reason: String },
+    #[error("{name} not found on the Ollama registry {registry} ({message})\n  hint: check the model and tag on {library}/tags; a tag that is not listed there does not exist")]
+    OllamaNotFound {
+        name: String,
+        registry: String,
+        message: String,
+        library: String,
+    },
+    #[error("the Ollama registry {registry} refused {name} ({message})\n  hint: public models need no credentials; a private one is signed for by the Ollama server's own key, which ferry does not use: check the name, or pull it with `ollama pull`")]
+    OllamaAuth {
+        name: String,
+        registry: String,
+        message: String,
+    },
     #[error(transparent)]
     Sharder(#[from] ferry_sharder::Error),
 }
@@ -192,6 +207,9 @@ impl Error {
                 ErrorKind::Verify
             }
             Error::S3Unreachable { .. } | Error::S3 { .. } => ErrorKind::Network,
+            Error::BadOllamaName { .. } => ErrorKind::Usage,
+            Error::OllamaNotFound { .. } => ErrorKind::NotFound,
+            Error::OllamaAuth { .. } => ErrorKind::Auth,
             Error::Sharder(e) => e.kind(),
         }
     }

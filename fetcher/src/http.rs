@@ -89,10 +89,23 @@ impl Http {
         range: Option<(u64, u64)>,
         header_timeout: Duration,
     ) -> Result<Answer, SendError> {
+        self.send_with(method, url, range, &HeaderMap::new(), header_timeout)
+            .await
+    }
+
+    /// [`Http::send`] with `extra` headers on every hop (e.g. the `Accept` a registry needs).
+    pub async fn send_with(
+        &self,
+        method: Method,
+        url: Url,
+        range: Option<(u64, u64)>,
+        extra: &HeaderMap,
+        header_timeout: Duration,
+    ) -> Result<Answer, SendError> {
         let mut url = url;
         let mut hops = 0;
         loop {
-            let mut headers = HeaderMap::new();
+            let mut headers = extra.clone();
             if let Some((start, end)) = range {
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes={start}-{end}")) {
                     headers.insert(RANGE, v);

@@ -17,10 +17,14 @@ use crate::progress::{Mode, Reporting};
 #[derive(clap::Args)]
 #[command(
     after_help = "Environment: HF_ENDPOINT, HF_TOKEN (or the token file `hf auth login` writes), \
-MODELSCOPE_ENDPOINT, MODELSCOPE_API_TOKEN. Flags override them."
+MODELSCOPE_ENDPOINT, MODELSCOPE_API_TOKEN, FERRY_OLLAMA_REGISTRY (the registry URL for ollama:// \
+names). Flags override them.\n\nollama://[HOST/][NAMESPACE/]MODEL[:TAG] (e.g. ollama://deepseek-r1:7b) \
+fetches a tag from the Ollama registry into an Ollama models directory (OLLAMA_MODELS): \
+blobs/sha256-HEX, then manifests/HOST/NAMESPACE/MODEL/TAG last; --endpoint names the registry URL."
 )]
 pub struct Args {
-    /// The repo, ORG/NAME or ORG/NAME@REV, or an S3 prefix s3://BUCKET/PREFIX to download from.
+    /// The repo, ORG/NAME or ORG/NAME@REV, an S3 prefix s3://BUCKET/PREFIX, or an Ollama model
+    /// ollama://[HOST/][NAMESPACE/]MODEL[:TAG] to download from.
     repo: String,
     /// Target directory, created if missing, or an S3 prefix s3://BUCKET/PREFIX to upload to.
     /// Re-running resumes.
@@ -90,6 +94,16 @@ impl Args {
 /// The origin, with `--revision` folded into `ORG/NAME[@REV]`.
 fn origin(args: &Args) -> anyhow::Result<OriginSpec> {
     let mut origin = OriginSpec::parse(&args.repo, args.hub.source, args.hub.endpoint.clone())?;
+    if let (OriginSpec::Ollama(n), Some(rev)) = (&origin, &args.revision) {
+        return Err(ferry_fetcher::Error::BadOllamaName {
+            name: args.repo.clone(),
+            reason: format!(
+                "--revision {rev} does not apply; name the tag: ollama://{}:{rev}",
+                n.model
+            ),
+        }
+        .into());
+    }
     if let (OriginSpec::Hub(h), Some(rev)) = (&mut origin, &args.revision) {
         match &h.revision {
             Some(at) if at != rev => anyhow::bail!(
@@ -120,8 +134,11 @@ fn slice(args: &Args) -> anyhow::Result<Option<SliceSpec>> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let origin = origin(&args)?;
     let token = match &args.token {
         Some(t) => Secret::new(t.clone()),
+        // A hub token from the environment is the hub's: never offered to an Ollama registry.
+        None if matches!(origin, OriginSpec::Ollama(_)) => None,
         None => args.hub.source.token_from_env(),
     };
     let reporter: Arc<dyn Reporter> = if args.json {
@@ -132,7 +149,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Arc::new(Reporting::new(Mode::auto()))
     };
     let opts = FetchOptions {
-        origin: origin(&args)?,
+        origin,
         target: TargetSpec::parse(&args.to)?,
         slice: slice(&args)?,
         include: args.include.clone(),

@@ -88,7 +88,8 @@ impl Hub {
     pub fn ferry(&self) -> Command {
         let mut c = ferry();
         c.env("HF_ENDPOINT", self.url())
-            .env("MODELSCOPE_ENDPOINT", self.url());
+            .env("MODELSCOPE_ENDPOINT", self.url())
+            .env("FERRY_OLLAMA_REGISTRY", self.url());
         c
     }
 }
@@ -102,6 +103,7 @@ pub fn ferry() -> Command {
         "HF_ENDPOINT",
         "MODELSCOPE_ENDPOINT",
         "MODELSCOPE_API_TOKEN",
+        "FERRY_OLLAMA_REGISTRY",
         "RUST_LOG",
     ] {
         c.env_remove(var);

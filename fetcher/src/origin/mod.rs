@@ -4,11 +4,13 @@
 //! stage needs.
 //!
 //! - [`hub`]: Hugging Face ([`hf`]) and ModelScope ([`modelscope`]) repos, `ORG/NAME[@REV]`;
-//! - [`s3`]: an `s3://BUCKET/PREFIX`, listed and read through presigned URLs.
+//! - [`s3`]: an `s3://BUCKET/PREFIX`, listed and read through presigned URLs;
+//! - [`ollama`]: a model on the Ollama registry, `ollama://[HOST/][NAMESPACE/]MODEL[:TAG]`.
 
 pub mod hf;
 pub mod hub;
 pub mod modelscope;
+pub mod ollama;
 pub mod s3;
 
 use std::future::Future;
@@ -32,11 +34,19 @@ pub enum OriginSpec {
     Hub(HubRepo),
     /// An S3 prefix.
     S3(S3Url),
+    /// A tag on an Ollama registry.
+    Ollama(ollama::OllamaName),
 }
 
 impl OriginSpec {
-    /// `s3://BUCKET/PREFIX`, else a hub repo `ORG/NAME[@REV]` on `kind`.
+    /// `s3://BUCKET/PREFIX`, `ollama://NAME` (`endpoint`: the registry URL), else a hub repo
+    /// `ORG/NAME[@REV]` on `kind`.
     pub fn parse(spec: &str, kind: HubKind, endpoint: Option<String>) -> Result<OriginSpec> {
+        if spec.starts_with("ollama://") {
+            return Ok(OriginSpec::Ollama(ollama::OllamaName::parse(
+                spec, endpoint,
+            )?));
+        }
         if spec.starts_with("s3://") {
             return Ok(OriginSpec::S3(S3Url::parse(spec)?));
         }
@@ -49,13 +59,14 @@ impl std::fmt::Display for OriginSpec {
         match self {
             OriginSpec::Hub(h) => f.write_str(&h.repo),
             OriginSpec::S3(u) => write!(f, "{u}"),
+            OriginSpec::Ollama(n) => write!(f, "ollama://{n}"),
         }
     }
 }
 
 /// One kind of origin.
 pub trait Origin: Send + Sync {
-    /// The manifest's `source`: `hf`, `modelscope`, `s3`.
+    /// The manifest's `source`: `hf`, `modelscope`, `s3`, `ollama`.
     fn id(&self) -> &'static str;
     /// For messages: `Hugging Face`, `S3`.
     fn name(&self) -> &'static str;

@@ -8,7 +8,8 @@
 //! 4. validate: [`Target::validate`] (safetensors headers, index);
 //! 5. manifest: [`Target::commit`], last.
 //!
-//! An Indexed Job's slice ([`slice`]) is a layer over the same stages for a directory.
+//! An Indexed Job's slice ([`slice`]) is a layer over the same stages for a directory; an
+//! `ollama://` tag runs them into an Ollama models directory ([`crate::target::ollama`]).
 
 pub mod options;
 pub mod report;
@@ -24,9 +25,11 @@ use crate::auth::Secret;
 use crate::error::{Error, Result};
 use crate::events::Reporter;
 use crate::origin::hub::HubOrigin;
+use crate::origin::ollama::{OllamaName, OllamaOrigin};
 use crate::origin::s3::S3Origin;
 use crate::origin::{Origin, OriginSpec};
 use crate::target::dir::DirTarget;
+use crate::target::ollama::OllamaTarget;
 use crate::target::s3::S3Target;
 use crate::target::TargetSpec;
 pub use options::FetchOptions;
@@ -75,6 +78,14 @@ pub async fn fetch(
             let target = S3Target::open(dest.clone(), s3_endpoint, opts.transfer.clone()).await?;
             run_stages(&run, &origin, &target, snapshot).await?
         }
+        (OriginSpec::Ollama(name), TargetSpec::Dir(dir)) => {
+            into_ollama_dir(&run, name, dir.clone(), token.is_some()).await?
+        }
+        (OriginSpec::Ollama(_), TargetSpec::S3(_)) => {
+            return Err(Error::Usage(
+                "an ollama:// model goes into an Ollama models directory, not s3://; fetch it with --to DIR (the OLLAMA_MODELS the server reads)".into(),
+            ))
+        }
         (OriginSpec::S3(_), TargetSpec::S3(_)) => {
             return Err(Error::Usage(
                 "s3:// to s3:// is a copy between buckets, not a fetch; use `aws s3 sync` (or fetch from the hub into the prefix)".into(),
@@ -95,4 +106,33 @@ async fn into_dir<O: Origin>(
     let _lock = crate::lock::acquire(target.dir(), None)?;
     let snapshot = resolve::resolve(origin, None, &run.opts.include, &run.opts.exclude).await?;
     run_stages(run, origin, &target, snapshot).await
+}
+
+/// One tag into an Ollama models directory, under the directory's lock. A tag is fetched whole:
+/// the server would refuse a manifest whose blobs a selection left out.
+async fn into_ollama_dir(
+    run: &Run<'_>,
+    name: &OllamaName,
+    dir: std::path::PathBuf,
+    token: bool,
+) -> Result<Summary> {
+    let opts = run.opts;
+    if opts.slice.is_some() || opts.filtered() {
+        return Err(Error::Usage(format!(
+            "ollama://{name} is fetched whole by one process: --slice/--slices, --include and --exclude do not apply"
+        )));
+    }
+    if token {
+        tracing::warn!("ollama://{name}: the registry takes no bearer token; --token is not sent");
+    }
+    let origin = OllamaOrigin::new(name.clone())?;
+    let dir_target = DirTarget::new(dir, opts.transfer.clone(), false, None)?;
+    let _lock = crate::lock::acquire(dir_target.dir(), None)?;
+    let snapshot = resolve::resolve(&origin, None, &[], &[]).await?;
+    let pulled = origin.pulled().ok_or_else(|| Error::Task {
+        task: "ollama resolve",
+        message: "resolved without a manifest".into(),
+    })?;
+    let target = OllamaTarget::new(dir_target, &snapshot, &pulled)?;
+    run_stages(run, &origin, &target, snapshot).await
 }

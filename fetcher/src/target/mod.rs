@@ -4,9 +4,11 @@
 //! appears under its final name), validate, and commit the manifest last.
 //!
 //! - [`dir`]: a directory (partial files, journal, atomic rename; [`publish`]);
-//! - [`s3`]: an `s3://BUCKET/PREFIX`, by multipart uploads streamed from the origin.
+//! - [`s3`]: an `s3://BUCKET/PREFIX`, by multipart uploads streamed from the origin;
+//! - [`ollama`]: an Ollama models directory, a directory whose tag manifest is written last.
 
 pub mod dir;
+pub mod ollama;
 pub mod publish;
 pub mod s3;
 

@@ -340,6 +340,7 @@ pub async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Res
         },
         authorization: req.headers.contains_key(header::AUTHORIZATION),
         accept_encoding: header_text(&req.headers, header::ACCEPT_ENCODING),
+        accept: header_text(&req.headers, header::ACCEPT),
         range: req.range(),
         status,
         content_encoding: header_text(resp.headers(), header::CONTENT_ENCODING),

@@ -46,6 +46,9 @@ pub struct RequestRecord {
     pub authorization: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accept_encoding: Option<String>,
+    /// The `Accept` header (the Ollama registry's manifest type, for one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range: Option<String>,
     pub status: u16,
