@@ -40,6 +40,7 @@ fn write_files(dir: &Path, files: &[(&str, Vec<u8>)]) {
 
 fn commit_manifest(dir: &Path, files: &[(&str, Vec<u8>)]) {
     let m = Manifest {
+        selection: None,
         format: ferry_sharder::manifest::FORMAT,
         repo: "test-org/tiny".into(),
         source: "hf".into(),

@@ -71,6 +71,7 @@ fn model(dir: &Path) {
         });
     }
     Manifest {
+        selection: None,
         format: ferry_sharder::manifest::FORMAT,
         repo: "test/tiny".into(),
         source: "hf".into(),

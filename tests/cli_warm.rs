@@ -228,6 +228,7 @@ fn the_sidecar_warms_only_its_nodes_plan() {
     let (a, fa) = cold_shard(d.path(), "a.safetensors", 48 * MIB);
     let (b, fb) = cold_shard(d.path(), "b.safetensors", 48 * MIB);
     ferry_sharder::Manifest {
+        selection: None,
         format: ferry_sharder::manifest::FORMAT,
         repo: "test-org/two".into(),
         source: "hf".into(),

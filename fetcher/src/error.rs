@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use ferry_sharder::ErrorKind;
+use ferry_sharder::{ErrorKind, FileHash};
 
 /// Everything that can stop a fetch. Each message names the repo, file or URL (never a token, and
 /// never the query string of a signed URL) and says what to do next.
@@ -57,12 +57,22 @@ pub enum Error {
     },
     #[error("{url}: unexpected answer: {reason}")]
     BadResponse { url: String, reason: String },
-    #[error("{path}: {algorithm} mismatch after a re-download: expected {expected}, got {actual}\n  hint: the source serves bytes that do not match its own hash; nothing was published under this name")]
+    #[error("{path:?}: the listing says {listed} bytes, but {url} serves a file of {served} bytes (its Content-Range total)\n  hint: the hub's listing and the server behind it disagree (the file was replaced after the listing, or a proxy or mirror serves another object); retrying cannot fix that, so ferry stopped at once and published nothing under this name. Re-run later; if it repeats, check proxies or mirrors between here and the endpoint, or report it to the hub")]
+    SizeMismatch {
+        path: String,
+        url: String,
+        listed: u64,
+        served: u64,
+    },
+    #[error("{path:?}: {algorithm} mismatch on {downloads} download(s): expected {expected}, got {actual}\n  {}\n  hint: nothing was published under this name and the files already in place are kept; {}", .suspect.cause(), .suspect.advice())]
     HashMismatch {
         path: String,
         algorithm: &'static str,
         expected: String,
+        /// The hash of each download, comma-separated.
         actual: String,
+        downloads: u32,
+        suspect: Suspect,
     },
     #[error("{repo}: every file matches the source's hashes, but the checkpoint is not loadable ({count} problem(s)):\n{list}\n  hint: the repo itself is inconsistent; report it to its owner. No completion manifest was written, so ferry-gated engines will not start on it; `ferry verify {dir}` repeats the check")]
     InvalidCheckpoint {
@@ -71,11 +81,29 @@ pub enum Error {
         count: usize,
         list: String,
     },
-    #[error("refusing file name {path:?} from {repo}: {reason}\n  hint: the hub names a file that would land outside --to or in ferry's state; nothing was written. Leave it out with --exclude if the rest of the repo is what you need")]
+    #[error("refusing file name {path:?} from {repo}: {reason}\n  hint: ferry writes no name that could land outside --to, clobber its own state or garble a terminal; nothing was written. Leave it out with --exclude if the rest of the repo is what you need")]
     HostileName {
         repo: String,
         path: String,
         reason: &'static str,
+    },
+    #[error("refusing the file listing of {repo}: {path:?} is {reason}\n  hint: no directory can hold this listing as it is; nothing was written. Leave one of the entries out with --exclude, or report the listing to the hub")]
+    BadListing {
+        repo: String,
+        path: String,
+        reason: String,
+    },
+    #[error("{path:?} would be written through the symbolic link {link:?} -> {points_to:?}\n  hint: ferry never writes through a link inside the model directory (it could put hub files anywhere); nothing was written there. Remove the link (or fetch into another --to) and re-run")]
+    LinkInDir {
+        path: String,
+        link: PathBuf,
+        points_to: PathBuf,
+    },
+    #[error("{dir} holds {theirs} (its manifest says so), not {ours}\n  hint: fetching here would mix two models' files; use another --to, or pass --replace to remove the files of {theirs} its manifest lists and fetch {ours} in their place")]
+    OtherModel {
+        dir: PathBuf,
+        theirs: String,
+        ours: String,
     },
     #[error("{dir} is locked by another ferry ({holder})\n  hint: wait for it to finish, or stop it; if it died, its lease is taken over once its heartbeat is older than the lease timeout (FERRY_LEASE_TIMEOUT, default 60s); `ferry status {dir}` shows the holder and its heartbeat age")]
     Locked { dir: PathBuf, holder: String },
@@ -93,11 +121,12 @@ pub enum Error {
     },
     #[error("{path}: disk full while writing\n  hint: free space and re-run the same command; finished ranges are kept and it resumes")]
     DiskFull { path: PathBuf },
-    #[error("{path}: {source}")]
+    // Named `cause`, not `source`: the message shows it already, and `ferry` prints the whole
+    // source chain, which would show the OS error twice.
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{0}")]
     Usage(String),
@@ -165,13 +194,69 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Who probably damaged a file whose hash does not match, from how its downloads compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suspect {
+    /// One download only: it cannot tell.
+    Unknown,
+    /// Every download hashed the same: the source serves these bytes.
+    Source,
+    /// The downloads hashed differently: damage on the way.
+    Transit,
+}
+
+impl Suspect {
+    fn cause(self) -> &'static str {
+        match self {
+            Suspect::Unknown => "the bytes received do not hash to what the source lists",
+            Suspect::Source => "every download hashed the same: the source itself serves these bytes, so its copy does not match the hash it lists (a broken upload, or a mirror out of step)",
+            Suspect::Transit => "each download hashed differently: the bytes were damaged on the way (a flaky link, a proxy or middlebox rewriting bodies, or bad memory or disk on this node)",
+        }
+    }
+
+    fn advice(self) -> &'static str {
+        match self {
+            Suspect::Unknown => "re-run to fetch it again; if it repeats, the source's copy is probably corrupt",
+            Suspect::Source => "report it to the repo owner or the mirror; --exclude the file if the rest of the repo is what you need",
+            Suspect::Transit => "check the network path (proxies, TLS interception) and this node's disk, then re-run: it fetches only this file",
+        }
+    }
+}
+
 impl Error {
     /// Wraps an I/O error, turning ENOSPC/EDQUOT into the dedicated disk-full error.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         let path = path.into();
         match source.raw_os_error() {
             Some(libc::ENOSPC) | Some(libc::EDQUOT) => Error::DiskFull { path },
-            _ => Error::Io { path, source },
+            _ => Error::Io {
+                path,
+                cause: source,
+            },
+        }
+    }
+
+    /// `path` hashed to `actuals` (one per download) instead of `expected`. Whether the
+    /// downloads agree says which side is probably at fault.
+    pub fn hash_mismatch(path: &str, expected: &FileHash, actuals: &[FileHash]) -> Self {
+        let suspect = if actuals.len() < 2 {
+            Suspect::Unknown
+        } else if actuals.windows(2).all(|w| w[0] == w[1]) {
+            Suspect::Source
+        } else {
+            Suspect::Transit
+        };
+        Error::HashMismatch {
+            path: path.to_string(),
+            algorithm: expected.algorithm(),
+            expected: expected.hex().to_string(),
+            actual: actuals
+                .iter()
+                .map(|a| a.hex().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            downloads: actuals.len() as u32,
+            suspect,
         }
     }
 
@@ -186,7 +271,10 @@ impl Error {
             | Error::FileNotFound { .. }
             | Error::NothingSelected { .. } => ErrorKind::NotFound,
             Error::HashMismatch { .. }
+            | Error::SizeMismatch { .. }
             | Error::HostileName { .. }
+            | Error::BadListing { .. }
+            | Error::LinkInDir { .. }
             | Error::InvalidCheckpoint { .. } => ErrorKind::Verify,
             Error::Http { .. } | Error::Network { .. } | Error::BadResponse { .. } => {
                 ErrorKind::Network
@@ -196,7 +284,8 @@ impl Error {
             | Error::NoSpace { .. }
             | Error::DiskFull { .. }
             | Error::Io { .. } => ErrorKind::Storage,
-            Error::Usage(_) | Error::Task { .. } => ErrorKind::Other,
+            Error::Usage(_) | Error::OtherModel { .. } => ErrorKind::Usage,
+            Error::Task { .. } => ErrorKind::Other,
             Error::S3NoCredentials { .. }
             | Error::S3BadCredentials { .. }
             | Error::S3AccessDenied { .. } => ErrorKind::Auth,

@@ -62,6 +62,10 @@ impl Http {
         let trimmed = endpoint.trim_end_matches('/');
         let base = Url::parse(&format!("{trimmed}/"))
             .map_err(|e| Error::Usage(format!("bad endpoint {endpoint:?}: {e}")))?;
+        // Any other scheme would fail every request, and be retried as a network error.
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(Error::Usage(format!("bad endpoint {endpoint:?}: scheme {:?} is not one ferry speaks\n  hint: use an http:// or https:// URL (--endpoint, HF_ENDPOINT or MODELSCOPE_ENDPOINT)", base.scheme())));
+        }
         let http = Http::new(&base, token, token_cookie).map_err(|e| {
             Error::Usage(format!(
                 "cannot build the HTTP client: {}",

@@ -32,6 +32,7 @@ impl Snapshot {
     /// or `s3`.
     pub fn manifest(&self, source: &str) -> ferry_sharder::Manifest {
         ferry_sharder::Manifest {
+            selection: None,
             format: ferry_sharder::manifest::FORMAT,
             repo: self.repo.clone(),
             source: source.to_string(),

@@ -32,6 +32,10 @@ pub struct Manifest {
     /// RFC 3339 time the manifest was committed.
     pub completed_at: String,
     pub files: Vec<ManifestFile>,
+    /// Present when `--include` / `--exclude` left files of the snapshot out; absent for a
+    /// whole snapshot (and in manifests written before selections were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<crate::selection::Selection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,10 +95,21 @@ impl Manifest {
         }
     }
 
-    /// Same repo, source, commit and files (the time and ferry version aside).
+    /// Same repo, source, commit, files and selection (the time and ferry version aside).
     pub fn same_snapshot(&self, other: &Manifest) -> bool {
-        (&self.repo, &self.source, &self.commit, &self.files)
-            == (&other.repo, &other.source, &other.commit, &other.files)
+        (
+            &self.repo,
+            &self.source,
+            &self.commit,
+            &self.files,
+            &self.selection,
+        ) == (
+            &other.repo,
+            &other.source,
+            &other.commit,
+            &other.files,
+            &other.selection,
+        )
     }
 
     /// Commits the manifest: temp file, fsync, rename over the final name, fsync of the directory.
@@ -192,6 +207,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(Manifest::read(dir.path()).unwrap().is_none());
         let m = Manifest {
+            selection: None,
             format: FORMAT,
             repo: "org/m".into(),
             source: "hf".into(),

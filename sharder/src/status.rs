@@ -160,13 +160,20 @@ pub fn status(dir: &Path) -> Result<Status> {
     }
     let lock = lock_holders(dir);
     let complete = manifest.is_some();
-    let verdict = verdict(
+    let mut verdict = verdict(
         complete,
         &lock,
         last_progress_seconds,
         missing_count,
         &stray,
     );
+    if let Some(why) = manifest
+        .as_ref()
+        .and_then(|m| crate::selection::partial_reason(dir, m))
+    {
+        // Complete as fetched, but not a model an engine can start on.
+        verdict.push_str(&format!("; {why}"));
+    }
     Ok(Status {
         dir: dir.display().to_string(),
         complete,

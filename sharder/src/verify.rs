@@ -117,6 +117,17 @@ pub fn verify(dir: &Path, manifest: &Manifest, opts: &Options) -> Result<Report>
     // Files with the right size are validated and hashed; the others are already findings.
     let mut sound = Vec::with_capacity(manifest.files.len());
     for f in &manifest.files {
+        if let Some((link, to)) = crate::links::escapes(dir, &f.path) {
+            findings.push(Finding::error(
+                &f.path,
+                format!(
+                    "resolves outside the model directory through the symbolic link {} -> {}: ferry does not follow links out of the directory; remove the link and fetch again",
+                    quoted(&link),
+                    quoted(&to)
+                ),
+            ));
+            continue;
+        }
         match std::fs::metadata(dir.join(&f.path)) {
             Ok(m) if !m.is_file() => findings.push(Finding::error(&f.path, "not a regular file")),
             Ok(m) if m.len() != f.size => findings.push(Finding::error(
@@ -135,8 +146,22 @@ pub fn verify(dir: &Path, manifest: &Manifest, opts: &Options) -> Result<Report>
             Err(e) => findings.push(Finding::error(&f.path, format!("cannot stat: {e}"))),
         }
     }
+    if let Some(why) = crate::selection::partial_reason(dir, manifest) {
+        findings.push(Finding::warning(".ferry/manifest.json", why));
+    }
     let sound_paths: Vec<&str> = sound.iter().map(|f| f.path.as_str()).collect();
-    findings.extend(validate::validate(dir, &sound_paths));
+    let checkpoint = validate::validate(dir, &sound_paths);
+    if manifest.selection.is_some() {
+        // A partial selection is not a whole checkpoint (an index naming shards left out): as
+        // at fetch time its findings are warnings; whether an engine can load it is the
+        // partial-selection finding above, which the gate acts on.
+        findings.extend(checkpoint.into_iter().map(|mut f| {
+            f.severity = f.severity.min(crate::finding::Severity::Warning);
+            f
+        }));
+    } else {
+        findings.extend(checkpoint);
+    }
 
     let mut hashed = None;
     if opts.full {
@@ -194,6 +219,10 @@ pub fn verify(dir: &Path, manifest: &Manifest, opts: &Options) -> Result<Report>
         findings,
         hashed,
     })
+}
+
+fn quoted(p: &Path) -> String {
+    format!("{:?}", p.display().to_string())
 }
 
 /// Hashes the file at `path` with the algorithm of `expected` (sha256 or git blob sha1, whose

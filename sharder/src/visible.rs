@@ -131,6 +131,7 @@ mod tests {
 
     fn manifest(files: &[(&str, u64)]) -> Manifest {
         Manifest {
+            selection: None,
             format: crate::manifest::FORMAT,
             repo: "o/m".into(),
             source: "hf".into(),

@@ -244,6 +244,7 @@ fn sparse_full_scale_directory_validates_and_verifies_in_seconds() {
 
     // The quick check (what the sidecar runs at the gate) over the full manifest.
     let manifest = Manifest {
+        selection: None,
         format: ferry_sharder::manifest::FORMAT,
         repo: "deepseek-ai/DeepSeek-R1".into(),
         source: "hf".into(),

@@ -108,6 +108,9 @@ pub struct GateConfig {
     pub on_bad_model: OnBadModel,
     /// How often serve mode re-checks an open gate (see [`crate::recheck`]).
     pub recheck_every: Duration,
+    /// Open on a manifest whose `--include`/`--exclude` selection left out files an engine
+    /// loads (a partial model on purpose); by default such a manifest keeps the gate shut.
+    pub allow_partial: bool,
 }
 
 impl GateConfig {
@@ -121,6 +124,7 @@ impl GateConfig {
             poll: Poll::default(),
             on_bad_model: OnBadModel::Fail,
             recheck_every: crate::recheck::EVERY,
+            allow_partial: false,
         }
     }
 }
@@ -291,8 +295,11 @@ pub async fn run(cfg: GateConfig, gate: Arc<Gate>) -> Result<()> {
             }
         );
         let started = Instant::now();
-        let (d, mc, full) = (dir.clone(), m.clone(), cfg.full);
-        let verdict = blocking(move || check(&d, &mc, full)).await?;
+        let (d, mc, full, partial_ok) = (dir.clone(), m.clone(), cfg.full, cfg.allow_partial);
+        let verdict = blocking(move || {
+            whole_for_engine(&d, &mc, partial_ok).and_then(|()| check(&d, &mc, full))
+        })
+        .await?;
         let secs = started.elapsed().as_secs_f64();
         gate.lock().verify_seconds = Some(secs);
         match verdict {
@@ -441,6 +448,22 @@ pub(crate) fn check(dir: &Path, m: &Manifest, full: bool) -> ferry_sharder::Resu
             .map(|_| ())
     } else {
         ferry_sharder::verify::quick_check(dir, m)
+    }
+}
+
+/// A manifest whose selection left out what an engine loads is not a model to open on, unless
+/// `allow_partial`.
+fn whole_for_engine(dir: &Path, m: &Manifest, allow_partial: bool) -> ferry_sharder::Result<()> {
+    match ferry_sharder::selection::partial_reason(dir, m) {
+        Some(why) if !allow_partial => Err(ferry_sharder::Error::Invalid {
+            dir: dir.to_path_buf(),
+            findings: vec![ferry_sharder::Finding::error(".ferry/manifest.json", why)],
+        }),
+        Some(why) => {
+            tracing::warn!("{why} (opening anyway: --allow-partial)");
+            Ok(())
+        }
+        None => Ok(()),
     }
 }
 

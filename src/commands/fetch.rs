@@ -50,25 +50,25 @@ pub struct Args {
     /// Access token (default: from the environment; never printed).
     #[arg(long, hide_env_values = true)]
     token: Option<String>,
-    /// Files downloaded at once.
-    #[arg(long, default_value_t = DEFAULT_JOBS)]
+    /// Files downloaded at once (1 to 256).
+    #[arg(long, default_value_t = DEFAULT_JOBS, value_parser = in_range(1, 256))]
     jobs: usize,
     /// Connections in all, across files and ranges (default: measured, from 8 up to 32: more
     /// while more pays, fewer when the server throttles).
-    #[arg(long)]
+    #[arg(long, value_parser = in_range(1, 1024))]
     connections: Option<usize>,
-    /// Size of one ranged request, e.g. 64MiB.
-    #[arg(long, default_value_t = bytesize::ByteSize(DEFAULT_CHUNK))]
+    /// Size of one ranged request, e.g. 64MiB (at least 1MiB).
+    #[arg(long, default_value_t = bytesize::ByteSize(DEFAULT_CHUNK), value_parser = chunk_size)]
     chunk_size: bytesize::ByteSize,
     /// Make finished ranges durable (fsync + journal) per file every SIZE, and at least every
     /// chunk: the most a crash can lose per file in progress, beside the ranges in flight.
     #[arg(long, default_value_t = bytesize::ByteSize(DEFAULT_CHUNK))]
     sync_every: bytesize::ByteSize,
     /// Reconnect when a connection sends nothing for this long.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = nonzero_duration)]
     stall_timeout: Duration,
     /// Give up when a range keeps failing for this long without progress.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = nonzero_duration)]
     retry_timeout: Duration,
     /// Fetch only slice I of N (counted from 0) of an Indexed Job into a shared directory; the
     /// last slice to finish verifies the whole and commits the manifest.
@@ -77,6 +77,10 @@ pub struct Args {
     /// Like --slice, with I taken from JOB_COMPLETION_INDEX (set by a Kubernetes Indexed Job).
     #[arg(long, value_name = "N")]
     slices: Option<u32>,
+    /// When --to holds another model (its manifest names another repo), remove that model's
+    /// files and fetch this one instead of refusing.
+    #[arg(long)]
+    replace: bool,
     /// Machine-readable progress lines and a final summary on stdout.
     #[arg(long)]
     json: bool,
@@ -88,6 +92,35 @@ pub struct Args {
 impl Args {
     pub fn quiet(&self) -> bool {
         self.quiet
+    }
+}
+
+/// A whole number from `lo` to `hi`: 0 files or connections at once cannot fetch anything, and
+/// clamping it silently hides the typo.
+fn in_range(lo: u64, hi: u64) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |s: &str| match s.trim().parse::<u64>() {
+        Ok(n) if (lo..=hi).contains(&n) => Ok(n as usize),
+        _ => Err(format!("{s:?} is not a whole number from {lo} to {hi}")),
+    }
+}
+
+/// A size of at least 1 MiB: smaller ranges cost more in request overhead than they save.
+fn chunk_size(s: &str) -> Result<bytesize::ByteSize, String> {
+    let size: bytesize::ByteSize = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if size.as_u64() < 1 << 20 {
+        return Err(format!(
+            "{s:?} is under 1MiB; use e.g. 16MiB or 64MiB (the default)"
+        ));
+    }
+    Ok(size)
+}
+
+/// A duration above zero: a zero timeout makes every request fail at once, for minutes.
+fn nonzero_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(format!("{s:?} is zero; use e.g. 30s or 2m")),
+        Err(e) => Err(format!("{s:?}: {e}; use e.g. 30s or 2m")),
     }
 }
 
@@ -106,10 +139,13 @@ fn origin(args: &Args) -> anyhow::Result<OriginSpec> {
     }
     if let (OriginSpec::Hub(h), Some(rev)) = (&mut origin, &args.revision) {
         match &h.revision {
-            Some(at) if at != rev => anyhow::bail!(
-                "{} names revision {at} and --revision says {rev}; give one of them",
-                args.repo
-            ),
+            Some(at) if at != rev => {
+                return Err(ferry_fetcher::Error::Usage(format!(
+                    "{} names revision {at} and --revision says {rev}; give one of them",
+                    args.repo
+                ))
+                .into())
+            }
             _ => h.revision = Some(rev.clone()),
         }
     }
@@ -120,13 +156,20 @@ fn slice(args: &Args) -> anyhow::Result<Option<SliceSpec>> {
     Ok(match (args.slice, args.slices) {
         (Some(s), _) => Some(s),
         (None, Some(count)) => {
-            let index = std::env::var("JOB_COMPLETION_INDEX").context(
-                "--slices needs JOB_COMPLETION_INDEX (set by an Indexed Job); use --slice I/N outside one",
-            )?;
+            // Usage errors (exit 2): a Job's podFailurePolicy must not take them for transient.
+            let index = std::env::var("JOB_COMPLETION_INDEX").map_err(|_| {
+                ferry_fetcher::Error::Usage(
+                    "--slices needs JOB_COMPLETION_INDEX (set by an Indexed Job); use --slice I/N outside one".into(),
+                )
+            })?;
             Some(
                 format!("{index}/{count}")
                     .parse::<SliceSpec>()
-                    .map_err(anyhow::Error::msg)?,
+                    .map_err(|e| {
+                        ferry_fetcher::Error::Usage(format!(
+                            "JOB_COMPLETION_INDEX={index:?} with --slices {count}: {e}"
+                        ))
+                    })?,
             )
         }
         (None, None) => None,
@@ -155,14 +198,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         include: args.include.clone(),
         exclude: args.exclude.clone(),
         transfer: TransferOptions {
-            jobs: args.jobs.max(1),
-            connections: args.connections.map(|c| c.max(1)),
-            chunk_size: args.chunk_size.as_u64().max(1 << 20),
+            jobs: args.jobs,
+            connections: args.connections,
+            chunk_size: args.chunk_size.as_u64(),
             sync_every: args.sync_every.as_u64(),
             stall_timeout: args.stall_timeout,
             retry_timeout: args.retry_timeout,
         },
         s3_endpoint: args.s3_endpoint.clone(),
+        replace: args.replace,
     };
     let summary = ferry_fetcher::fetch(opts, token, reporter)
         .await

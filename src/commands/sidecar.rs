@@ -53,6 +53,10 @@ pub struct Args {
     /// headers).
     #[arg(long)]
     pub full: bool,
+    /// Open on a model fetched with --include/--exclude patterns that left out files an engine
+    /// loads (shards, config, tokenizer); without it such a manifest keeps the gate shut.
+    #[arg(long)]
+    pub allow_partial: bool,
     /// Longest pause between two looks for the manifest.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub poll_max: Duration,
@@ -86,6 +90,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut gate = GateConfig::new(args.model_dir);
     gate.timeout = args.timeout;
     gate.full = args.full;
+    gate.allow_partial = args.allow_partial;
     gate.warm = warm;
     gate.preflight = args
         .preflight

@@ -44,6 +44,17 @@ impl Hub {
         })
     }
 
+    /// `shards` large shards of a DeepSeek-R1-layout repo (split into many ranges), served as
+    /// LFS (sha256) from 64 KiB up.
+    pub fn shards(shards: u32, total: u64) -> Hub {
+        Hub::with_config(
+            |root| {
+                generate(root, REPO, shards, total, Layout::R1);
+            },
+            |cfg| cfg.lfs_threshold = 64 * 1024,
+        )
+    }
+
     pub fn with(setup: impl FnOnce(&Path)) -> Hub {
         Hub::with_config(setup, |_| {})
     }

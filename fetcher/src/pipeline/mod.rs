@@ -102,9 +102,13 @@ async fn into_dir<O: Origin>(
     origin: &O,
     dir: std::path::PathBuf,
 ) -> Result<Summary> {
-    let target = DirTarget::new(dir, run.opts.transfer.clone(), origin.hf_metadata(), None)?;
+    let mut target = DirTarget::new(dir, run.opts.transfer.clone(), origin.hf_metadata(), None)?;
     let _lock = crate::lock::acquire(target.dir(), None)?;
-    let snapshot = resolve::resolve(origin, None, &run.opts.include, &run.opts.exclude).await?;
+    let (snapshot, selection) =
+        resolve::resolve_selection(origin, None, &run.opts.include, &run.opts.exclude).await?;
+    target.set_selection(selection);
+    target.set_replace(run.opts.replace);
+    target.settle_previous(&snapshot)?;
     run_stages(run, origin, &target, snapshot).await
 }
 

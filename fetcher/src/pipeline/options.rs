@@ -20,6 +20,9 @@ pub struct FetchOptions {
     /// S3 endpoint for `s3://` origins and targets (`--s3-endpoint`); None: `AWS_ENDPOINT_URL_S3`,
     /// `AWS_ENDPOINT_URL`, else AWS itself.
     pub s3_endpoint: Option<String>,
+    /// A directory holding another model's manifest: remove that model's files and fetch this
+    /// one (`--replace`) instead of refusing.
+    pub replace: bool,
 }
 
 impl FetchOptions {

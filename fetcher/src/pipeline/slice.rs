@@ -238,7 +238,10 @@ async fn pinned_snapshot<O: Origin>(
 /// kill -9, can leave a half-written pin for the others to read.
 fn write_pin(dir: &Path, pin: &SlicePin) -> Result<SlicePin> {
     let path = &layout::pin_path(dir);
-    let bytes = serde_json::to_vec(pin).map_err(|e| Error::Usage(e.to_string()))?;
+    let bytes = serde_json::to_vec(pin).map_err(|e| Error::Task {
+        task: "slice pin encoder",
+        message: e.to_string(),
+    })?;
     if ferry_sharder::manifest::create_whole(path, &bytes, true)? {
         return Ok(pin.clone());
     }

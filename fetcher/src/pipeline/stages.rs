@@ -30,7 +30,7 @@ pub async fn run_stages<O: Origin, T: Target>(
     let location = target.location();
     if target.is_complete(&snapshot, origin.id()).await? {
         tracing::info!(
-            "{} is already complete and verified; nothing to do",
+            "{} is already complete: its manifest names this commit and every file is in place at its size (not re-hashed now: `ferry verify --full` does that); nothing to do",
             location.display()
         );
         return Ok(Summary::complete(&snapshot, origin.id(), &location));

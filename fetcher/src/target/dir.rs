@@ -6,9 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use ferry_sharder::selection::Selection;
 use ferry_sharder::{layout, Manifest};
 
-use super::publish::{read_published, stat_record, sync_dirs, Publisher};
+use super::publish::{no_link_on_the_way, stat_record, sync_dirs, Publisher};
 use super::Target;
 use crate::error::{blocking, Error, Result};
 use crate::meter::Meter;
@@ -29,6 +30,10 @@ pub struct DirTarget {
     slice: Option<(u32, u32)>,
     /// The publish log written: one per slice, or the directory's own when finalizing.
     log_slice: Option<(u32, u32)>,
+    /// What `--include` / `--exclude` left out, for the manifest.
+    selection: Option<Selection>,
+    /// Replace another model's files instead of refusing to mix them (`--replace`).
+    replace: bool,
 }
 
 impl DirTarget {
@@ -53,7 +58,19 @@ impl DirTarget {
             hf_metadata,
             slice,
             log_slice: slice,
+            selection: None,
+            replace: false,
         })
+    }
+
+    /// Records what the fetch's patterns left out, written into the manifest at commit.
+    pub fn set_selection(&mut self, selection: Option<Selection>) {
+        self.selection = selection;
+    }
+
+    /// Lets this fetch replace a directory that holds another model (see [`DirTarget::settle_previous`]).
+    pub fn set_replace(&mut self, replace: bool) {
+        self.replace = replace;
     }
 
     pub fn dir(&self) -> &Path {
@@ -68,12 +85,82 @@ impl DirTarget {
             hf_metadata: self.hf_metadata,
             slice: self.slice,
             log_slice: None,
+            selection: self.selection.clone(),
+            replace: self.replace,
         }
     }
 
     fn publisher(&self, snapshot: &Snapshot) -> Result<Publisher> {
         let hf_commit = self.hf_metadata.then(|| snapshot.commit.clone());
         Publisher::new(&self.dir, hf_commit, self.log_slice)
+    }
+
+    /// Settles a directory whose manifest names another snapshot, before anything is written.
+    /// Another repo: refused (two models' files would mix and the gate would open on the mix),
+    /// unless `--replace`, which removes the files the old manifest lists that this snapshot
+    /// does not have. The same repo at another commit is an update: files of the old commit
+    /// the new one no longer lists are removed. Only files the old manifest names are ever
+    /// removed, never anything else in the directory.
+    pub fn settle_previous(&self, snapshot: &Snapshot) -> Result<()> {
+        let Some(old) = Manifest::read(&self.dir)? else {
+            return Ok(());
+        };
+        let same_repo = old.repo == snapshot.repo;
+        if !same_repo && !self.replace {
+            return Err(Error::OtherModel {
+                dir: self.dir.clone(),
+                theirs: format!("{}@{}", old.repo, short(&old.commit)),
+                ours: format!("{}@{}", snapshot.repo, short(&snapshot.commit)),
+            });
+        }
+        if same_repo && old.commit == snapshot.commit {
+            return Ok(());
+        }
+        let mut keep: std::collections::HashSet<&str> =
+            snapshot.files.iter().map(|f| f.path.as_str()).collect();
+        if same_repo {
+            // Files this run's patterns leave out are still the repo's: an update with
+            // --include must not delete the rest of the model.
+            keep.extend(
+                self.selection
+                    .iter()
+                    .flat_map(|s| s.left_out.iter().map(String::as_str)),
+            );
+        }
+        let stale: Vec<&str> = old
+            .files
+            .iter()
+            .map(|f| f.path.as_str())
+            .filter(|p| !keep.contains(p))
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        // Readers must stop trusting the directory before any file goes.
+        let manifest = layout::manifest_path(&self.dir);
+        std::fs::remove_file(&manifest).map_err(|e| Error::io(&manifest, e))?;
+        for rel in &stale {
+            // The file and huggingface_hub's side file for it, which would vouch for it.
+            let meta = format!(".cache/huggingface/download/{rel}.metadata");
+            for rel in [*rel, meta.as_str()] {
+                no_link_on_the_way(&self.dir, rel)?;
+                let path = self.dir.join(rel);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(&path, e)),
+                }
+            }
+        }
+        tracing::info!(
+            "removed {} file(s) of {}@{} that {}@{} does not have",
+            stale.len(),
+            old.repo,
+            short(&old.commit),
+            snapshot.repo,
+            short(&snapshot.commit)
+        );
+        Ok(())
     }
 
     /// Opens the partial file and journal of `f` (or of this slice's `piece` of it), counting
@@ -224,13 +311,18 @@ impl Target for DirTarget {
 
     /// The commit point: every selected file is published and verified.
     async fn commit(&self, snapshot: &Snapshot, source: &str) -> Result<()> {
-        let manifest = snapshot.manifest(source);
+        let mut manifest = snapshot.manifest(source);
+        manifest.selection = self.selection.clone();
         sync_dirs(&self.dir, snapshot.files.iter().map(|f| f.path.as_str()))?;
         crate::lock::still_held(&self.dir)?;
         manifest.commit_once(&self.dir)?;
         let _ = std::fs::remove_file(layout::heartbeat_path(&self.dir, None));
         Ok(())
     }
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..12.min(commit.len())]
 }
 
 /// Partial files are named by path and expected content, so a resumed run picks up only bytes
@@ -241,37 +333,51 @@ pub fn partial_name(f: &RemoteFile) -> String {
     format!("{path_hash}-{}", &f.hash.hex()[..16])
 }
 
-/// Splits `files` into those already in place and verified, and those to fetch. A file with a
-/// matching publish record (same size and mtime) is trusted; one without (e.g. left by another
-/// downloader) is re-hashed once and adopted when it matches.
+/// Splits `files` into those already in place and verified, and those to fetch. Every file
+/// already under its final name with the right size is re-hashed (in parallel, on every core)
+/// before it counts: this run is about to write a fresh manifest vouching for it, and a publish
+/// record (size, mtime) cannot tell a shard corrupted in place from a good one. A file that
+/// matches is recorded (and adopted, when another downloader left it); one that does not is
+/// fetched again.
 fn find_reusable(
     dir: &Path,
     files: &[RemoteFile],
     publisher: &Publisher,
 ) -> Result<(Vec<RemoteFile>, Vec<RemoteFile>)> {
-    let records = read_published(dir);
-    let mut reused = Vec::new();
+    let mut candidates = Vec::new();
     let mut todo = Vec::new();
     for f in files {
-        let Some(now) = stat_record(dir, &f.path, &f.hash) else {
-            todo.push(f.clone());
-            continue;
-        };
-        if now.size != f.size {
-            todo.push(f.clone());
-            continue;
+        // Before any byte moves: a link planted on the way would be refused at publish time.
+        no_link_on_the_way(dir, &f.path)?;
+        let is_link =
+            std::fs::symlink_metadata(dir.join(&f.path)).is_ok_and(|m| m.file_type().is_symlink());
+        // A link in a file's place is never adopted (its bytes live elsewhere): publishing
+        // replaces it with the real file.
+        let stat = (!is_link)
+            .then(|| stat_record(dir, &f.path, &f.hash))
+            .flatten();
+        match stat {
+            Some(now) if now.size == f.size => candidates.push(f),
+            _ => todo.push(f.clone()),
         }
-        if records.get(&f.path) == Some(&now) {
-            reused.push(f.clone());
-            continue;
-        }
-        let path = dir.join(&f.path);
-        let actual = ferry_sharder::verify::hash_file(&path, &f.hash, f.size)
-            .map_err(|e| Error::io(&path, e))?;
-        if actual == f.hash {
+    }
+    let hashed =
+        ferry_sharder::parallel::map(&candidates, ferry_sharder::parallel::default_jobs(), |f| {
+            let path = dir.join(&f.path);
+            ferry_sharder::verify::hash_file(&path, &f.hash, f.size)
+                .map_err(|e| Error::io(&path, e))
+        });
+    let mut reused = Vec::new();
+    for (f, actual) in candidates.into_iter().zip(hashed) {
+        if actual? == f.hash {
             publisher.record(f)?;
             reused.push(f.clone());
         } else {
+            tracing::warn!(
+                "{:?}: in place but its bytes do not match the source's {} (changed or damaged since it was written); fetching it again",
+                f.path,
+                f.hash.algorithm()
+            );
             todo.push(f.clone());
         }
     }

@@ -81,6 +81,21 @@ pub fn stat_record(dir: &Path, path: &str, hash: &FileHash) -> Option<Published>
     })
 }
 
+/// Refuses to write `rel` under `dir` through a symbolic link: a link planted at
+/// `DIR/sub -> /elsewhere` would otherwise put the hub's `sub/x` outside `DIR`. A link in the
+/// file's own place is fine: rename replaces the link, it does not follow it.
+pub fn no_link_on_the_way(dir: &Path, rel: &str) -> Result<()> {
+    match ferry_sharder::links::first_link(dir, rel, false) {
+        Ok(None) => Ok(()),
+        Ok(Some((link, points_to))) => Err(Error::LinkInDir {
+            path: rel.to_string(),
+            link,
+            points_to,
+        }),
+        Err(e) => Err(Error::io(dir.join(rel), e)),
+    }
+}
+
 fn same_size(target: &Path, remote: &RemoteFile) -> bool {
     std::fs::metadata(target).is_ok_and(|m| m.is_file() && m.len() == remote.size)
 }
@@ -132,10 +147,19 @@ impl Publisher {
     /// `.cache/huggingface/download/{path}.metadata`: commit, etag, timestamp, one per line,
     /// the format huggingface_hub reads to accept a local_dir file without a request.
     fn write_hf_metadata(&self, remote: &RemoteFile, commit: &str) -> Result<()> {
-        let meta = self
-            .dir
-            .join(".cache/huggingface/download")
-            .join(format!("{}.metadata", remote.path));
+        let name = remote.path.rsplit('/').next().unwrap_or(&remote.path);
+        if name.len() + ".metadata".len() > crate::select::NAME_MAX {
+            // A legal 255-byte name leaves no room for the side file's suffix: the file itself
+            // is fine, huggingface_hub will just check it again with a request.
+            tracing::debug!(
+                "{:?}: name too long for huggingface_hub's .metadata side file; not written",
+                remote.path
+            );
+            return Ok(());
+        }
+        let rel = format!(".cache/huggingface/download/{}.metadata", remote.path);
+        no_link_on_the_way(&self.dir, &rel)?;
+        let meta = self.dir.join(&rel);
         if let Some(p) = meta.parent() {
             std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
         }
@@ -159,6 +183,7 @@ impl Publish for Publisher {
         file.sync_all().map_err(|e| Error::io(partial, e))?;
         let target = self.dir.join(&remote.path);
         let parent = target.parent().unwrap_or(&self.dir).to_path_buf();
+        no_link_on_the_way(&self.dir, &remote.path)?;
         std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
         // A writer whose lease was taken over stops here rather than publish after the new one.
         crate::lock::still_held(&self.dir)?;
@@ -167,7 +192,7 @@ impl Publish for Publisher {
             // Another writer (one that took the lease over while this one was paused) verified
             // and published the same content first: the bytes under the final name are right.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && same_size(&target, remote) => {
-                tracing::warn!("{}: already published by another writer", remote.path);
+                tracing::warn!("{:?}: already published by another writer", remote.path);
             }
             Err(e) => return Err(Error::io(&target, e)),
         }

@@ -1,11 +1,14 @@
 //! The connection budget: one semaphore permit per range in flight. The controller changes how
-//! many permits are usable ([`Limit`]); a range that waits to retry while permits are owed gives
-//! its own up ([`Budget::repay`]), so a lower count holds at once.
+//! many permits are usable ([`Limit`]). A range that waits to retry gives its permit up while
+//! it sleeps ([`Budget::sleep_without_slot`]), so a storm of 503s cannot park every connection
+//! in backoff, and a lower count holds at once; a run of good answers after failures wakes the
+//! sleepers early ([`Budget::answered_well`]), so a fetch is back at speed soon after a storm.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
 
@@ -15,6 +18,18 @@ pub struct Budget {
     sem: Arc<Semaphore>,
     debt: Arc<AtomicUsize>,
     max: usize,
+    health: Arc<Health>,
+}
+
+/// Good answers in a row, after a failure, that mean the server has recovered.
+const RECOVERED_AFTER: usize = 3;
+
+/// What the ranges' answers say about the server.
+#[derive(Default)]
+struct Health {
+    failing: AtomicBool,
+    good_streak: AtomicUsize,
+    recovered: Notify,
 }
 
 impl Budget {
@@ -25,6 +40,7 @@ impl Budget {
             sem: Arc::new(Semaphore::new(max)),
             debt: Arc::new(AtomicUsize::new(0)),
             max,
+            health: Arc::default(),
         }
     }
 
@@ -43,15 +59,41 @@ impl Budget {
             })
     }
 
-    /// While permits are owed, gives `permit` up for good and queues for a new one.
-    pub async fn repay(&self, permit: &mut Option<OwnedSemaphorePermit>) -> Result<()> {
-        if pay_debt(&self.debt) {
-            if let Some(p) = permit.take() {
-                p.forget();
-            }
-            *permit = Some(self.acquire().await?);
+    /// Sleeps `delay` before a retry without holding a place: `permit` is given back first (owed
+    /// permits are then taken by the controller as it settles) and a new one is queued for
+    /// after. Returns true when woken early because the server recovered.
+    pub async fn sleep_without_slot(
+        &self,
+        permit: &mut Option<OwnedSemaphorePermit>,
+        delay: Duration,
+    ) -> Result<bool> {
+        drop(permit.take());
+        let recovered = self.health.recovered.notified();
+        tokio::pin!(recovered);
+        recovered.as_mut().enable();
+        let woken = tokio::select! {
+            _ = tokio::time::sleep(delay) => false,
+            _ = recovered => true,
+        };
+        *permit = Some(self.acquire().await?);
+        Ok(woken)
+    }
+
+    /// A range failed in a way worth retrying.
+    pub fn answered_badly(&self) {
+        self.health.good_streak.store(0, Ordering::SeqCst);
+        self.health.failing.store(true, Ordering::SeqCst);
+    }
+
+    /// A range finished, or moved a good amount: after failures, a few of these in a row wake
+    /// every range sleeping in backoff.
+    pub fn answered_well(&self) {
+        let h = &self.health;
+        let streak = h.good_streak.fetch_add(1, Ordering::SeqCst) + 1;
+        if streak >= RECOVERED_AFTER && h.failing.swap(false, Ordering::SeqCst) {
+            tracing::debug!("the server answers again: waking ranges in backoff");
+            h.recovered.notify_waiters();
         }
-        Ok(())
     }
 
     /// The controller's handle, starting at `start` usable permits.
@@ -71,7 +113,7 @@ pub struct Limit {
     max: usize,
     current: usize,
     /// Permits still to take away: by [`Limit::settle`] as they become free, or by a request
-    /// that holds one while it waits to retry ([`Budget::repay`]).
+    /// that held one (a range giving it up while it sleeps in backoff).
     debt: Arc<AtomicUsize>,
 }
 
@@ -131,6 +173,48 @@ fn pay_debt(debt: &AtomicUsize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_sleeping_range_holds_no_slot_and_wakes_when_the_server_recovers() {
+        let budget = Budget::new(1);
+        let mut permit = Some(budget.acquire().await.unwrap());
+        let b = budget.clone();
+        let sleeper = tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let woken = b
+                .sleep_without_slot(&mut permit, Duration::from_secs(30))
+                .await
+                .unwrap();
+            (woken, started.elapsed(), permit.is_some())
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The one place is free while the first range sleeps.
+        let other = tokio::time::timeout(Duration::from_millis(500), budget.acquire())
+            .await
+            .expect("the sleeping range kept its slot")
+            .unwrap();
+        budget.answered_badly();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for _ in 0..RECOVERED_AFTER {
+            budget.answered_well();
+        }
+        drop(other);
+        let (woken, slept, has_permit) = sleeper.await.unwrap();
+        assert!(woken && has_permit);
+        assert!(slept < Duration::from_secs(3), "slept {slept:?}");
+        // Without a failure first, good answers wake nobody: a plain sleep runs its course.
+        let mut permit = Some(budget.acquire().await.unwrap());
+        let b = budget.clone();
+        let sleeper = tokio::spawn(async move {
+            b.sleep_without_slot(&mut permit, Duration::from_millis(300))
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..10 {
+            budget.answered_well();
+        }
+        assert!(!sleeper.await.unwrap().unwrap());
+    }
 
     #[test]
     fn limit_moves_permits_and_waits_for_busy_ones() {

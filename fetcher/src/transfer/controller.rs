@@ -5,6 +5,12 @@
 //! when given them. The controller starts with 8 connections and every 2 s doubles them while each
 //! doubling buys at least 10 % more throughput; an increase that does not pay is reverted, a
 //! 429/503 halves the count, and every 30 s it probes upward again in case the link changed.
+//!
+//! A storm of 429/503s can halve the count down to 1. That level says nothing about the link, so
+//! once a whole window passes without a throttle answer the count goes straight back to where it
+//! was before the storm, instead of waiting 30 s to probe and then doubling only while it pays.
+//! A server that throttles again at the old level was not in a storm but at its limit: after
+//! [`RESTORES`] such failed returns the count stays where throttling stopped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +32,9 @@ const POLL: Duration = Duration::from_millis(100);
 const COOLDOWN: Duration = Duration::from_secs(1);
 /// How long a settled count is kept before probing upward again.
 const REPROBE: Duration = Duration::from_secs(30);
+/// Returns to the pre-storm count that may be throttled again before that count is taken for
+/// the server's limit.
+const RESTORES: u32 = 2;
 
 /// Sleeps for `d` in short steps, settling owed permits; returns early with true when the
 /// server throttled (429/503) since `seen`.
@@ -48,6 +57,11 @@ pub async fn control(meter: Arc<Meter>, mut limit: Limit) {
     let mut previous: Option<(usize, f64)> = None;
     let mut settled_at: Option<tokio::time::Instant> = None;
     let mut seen = meter.throttle_count();
+    // The count before the first cut of a storm, to return to once the storm is over; whether
+    // the count was just returned to it; how often such a return was throttled again.
+    let mut before_storm: Option<usize> = None;
+    let mut restored = false;
+    let mut failed_restores = 0u32;
     loop {
         // Let the new count ramp up, then measure a clean window; a 429/503 at any point halves
         // the count at once.
@@ -61,6 +75,15 @@ pub async fn control(meter: Arc<Meter>, mut limit: Limit) {
         }
         let n = limit.current();
         if throttled {
+            if restored {
+                restored = false;
+                failed_restores += 1;
+                if failed_restores >= RESTORES {
+                    before_storm = None;
+                }
+            } else if failed_restores < RESTORES {
+                before_storm.get_or_insert(n);
+            }
             limit.set(n / 2);
             tracing::debug!(
                 "connections: rate limited at {n}, down to {}",
@@ -72,6 +95,23 @@ pub async fn control(meter: Arc<Meter>, mut limit: Limit) {
             watch(&meter, &mut limit, COOLDOWN, &mut seen).await;
             seen = meter.throttle_count();
             continue;
+        }
+        if restored {
+            // A whole window clean at the old count: the storm is over.
+            restored = false;
+            before_storm = None;
+            failed_restores = 0;
+        }
+        if let Some(level) = before_storm {
+            if level > n {
+                limit.set(level);
+                restored = true;
+                tracing::debug!("connections: no throttling for a window; back to {level}");
+                previous = None;
+                settled_at = Some(tokio::time::Instant::now());
+                continue;
+            }
+            before_storm = None;
         }
         let rate = (meter.downloaded() - before) as f64 / WINDOW.as_secs_f64();
         match previous {
@@ -89,6 +129,8 @@ pub async fn control(meter: Arc<Meter>, mut limit: Limit) {
             _ => {
                 let probing = settled_at.is_none_or(|t| t.elapsed() >= REPROBE);
                 if probing && n < limit.max() {
+                    // Long quiet at this count: a later storm may be returned from again.
+                    failed_restores = 0;
                     previous = Some((n, rate));
                     settled_at = None;
                     limit.set(n * 2);
@@ -103,5 +145,52 @@ pub async fn control(meter: Arc<Meter>, mut limit: Limit) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Snapshot;
+    use crate::transfer::budget::Budget;
+
+    #[tokio::test]
+    async fn the_count_returns_to_its_level_once_a_storm_is_over() {
+        let meter = Arc::new(Meter::new(&Snapshot {
+            repo: "o/r".into(),
+            revision: "main".into(),
+            commit: "0".repeat(40),
+            files: Vec::new(),
+        }));
+        let budget = Budget::new(32);
+        let limit = budget.limit(START);
+        let m = Arc::clone(&meter);
+        // The controller's count, read through a probe: how many permits are usable.
+        let task = tokio::spawn(control(Arc::clone(&m), limit));
+        let usable = |b: &Budget| {
+            let b = b.clone();
+            async move {
+                let mut held = Vec::new();
+                while let Ok(Ok(p)) =
+                    tokio::time::timeout(Duration::from_millis(1), b.acquire()).await
+                {
+                    held.push(p);
+                }
+                held.len()
+            }
+        };
+        // A storm: throttle answers every 100 ms for 5 s.
+        for _ in 0..50 {
+            m.throttled();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let low = usable(&budget).await;
+        assert!(low <= 2, "not cut during the storm: {low}");
+        // The storm is over: within a few seconds the count is back where it was (without the
+        // return to the pre-storm level it stays at 1 until the 30 s re-probe).
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let back = usable(&budget).await;
+        assert!(back >= START, "still at {back} after the storm");
+        task.abort();
     }
 }

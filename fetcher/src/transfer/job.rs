@@ -38,7 +38,8 @@ pub(super) struct JobState {
     /// Finished ranges written but not yet synced and journaled (see `sync_every`).
     pub(super) unsynced: Vec<(u64, u64)>,
     pub(super) finalizing: bool,
-    pub(super) redownloaded: bool,
+    /// The hash of each complete download that did not match, oldest first.
+    pub(super) wrong_hashes: Vec<ferry_sharder::FileHash>,
 }
 
 pub(super) struct HashState {
@@ -92,7 +93,7 @@ impl FileJob {
                     done,
                     unsynced: Vec::new(),
                     finalizing: false,
-                    redownloaded: false,
+                    wrong_hashes: Vec::new(),
                 }),
                 hash: Arc::new(tokio::sync::Mutex::new(HashState { hasher, upto: 0 })),
             },

@@ -4,13 +4,15 @@
 //! - [`scheduler`]: files first, ranges second; in-order hashing as ranges land; hands each
 //!   verified file to a [`Publish`]er;
 //! - [`job`]: one file (or one slice's piece of it) being fetched;
-//! - [`range`]: one ranged GET with retries, backoff, stall detection and resume;
+//! - [`range`]: one ranged GET with retries, stall detection and resume;
+//! - [`backoff`]: how long a failing range waits (jittered, capped after the jitter);
 //! - [`controller`]: how many connections pay, found by measuring ([`budget`] holds the count);
 //! - [`journal`]: the finished ranges of each partial file, durable across kill -9.
 //!
 //! They share a [`Meter`](crate::meter::Meter) (bytes, throttle answers, the stop flag), never
 //! each other's state.
 
+pub mod backoff;
 pub mod budget;
 pub mod controller;
 pub mod job;

@@ -5,10 +5,10 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::header::{HeaderMap, CONTENT_RANGE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 
+use super::backoff::Backoff;
 use super::budget::Budget;
 use super::job::FileJob;
 use crate::error::{Error, Result};
@@ -35,8 +35,16 @@ enum Failure {
         reason: String,
         wait: Option<Duration>,
     },
+    /// A 206 shorter than asked, its bytes written: not a failure, the rest is asked for next.
+    Short {
+        served: String,
+    },
     Final(Error),
 }
+
+/// Short answers in a row one range accepts before calling the server broken: a server that
+/// sends a little less than asked (hubsim's `short_partial`, some proxies) needs two per range.
+const MAX_SHORT_ANSWERS: u32 = 16;
 
 fn retry(reason: impl Into<String>) -> Failure {
     Failure::Retry {
@@ -47,9 +55,9 @@ fn retry(reason: impl Into<String>) -> Failure {
 
 /// Fetches `[start, end)` of `job` into its partial file. Returns once every byte is written (not
 /// yet synced or journaled), or with the error that made it give up. `permit` is this range's
-/// place in the connection budget; when the adaptive controller has lowered the budget, a range
-/// waiting to retry gives its place up and queues for a new one, so the lower count holds at once
-/// rather than when the range finally succeeds.
+/// place in the connection budget; a range waiting to retry gives its place up while it sleeps
+/// and queues for a new one after, so sleeping ranges never hold connections other ranges could
+/// use, and a lower count from the adaptive controller holds at once.
 pub async fn fetch_range(
     eng: &RangeCtx,
     job: &FileJob,
@@ -58,24 +66,50 @@ pub async fn fetch_range(
     permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<()> {
     let mut pos = start;
-    let mut backoff = new_backoff();
+    let mut backoff = Backoff::new();
     let mut failing_since: Option<Instant> = None;
     let mut attempts = 0u32;
+    let mut short_answers = 0u32;
     loop {
         let before = pos;
         let failure = match attempt(eng, job, &mut pos, end).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                eng.budget.answered_well();
+                return Ok(());
+            }
             Err(f) => f,
         };
         let (reason, wait) = match failure {
             Failure::Final(e) => return Err(e),
+            Failure::Short { served } => {
+                short_answers += 1;
+                if short_answers >= MAX_SHORT_ANSWERS {
+                    return Err(Error::BadResponse {
+                        url: display_url(&job.url),
+                        reason: format!(
+                            "{:?}: {short_answers} answers in a row sent fewer bytes than asked (last: {served} of bytes {before}-{}); a server or proxy that cuts every range short cannot be fetched from at a useful speed\n  hint: check for a proxy between here and the endpoint; re-running resumes from byte {pos}",
+                            job.remote.path,
+                            end - 1
+                        ),
+                    });
+                }
+                tracing::debug!(
+                    "{:?}: server sent {served}, less than asked; asking for bytes {pos}-{}",
+                    job.remote.path,
+                    end - 1
+                );
+                continue;
+            }
             Failure::Retry { reason, wait } => (reason, wait),
         };
         attempts += 1;
         eng.meter.retried();
         if pos - before >= PROGRESS_RESET {
-            backoff = new_backoff();
+            eng.budget.answered_well();
+            backoff = Backoff::new();
             failing_since = None;
+        } else {
+            eng.budget.answered_badly();
         }
         let since = *failing_since.get_or_insert_with(Instant::now);
         if since.elapsed() >= eng.retry_timeout {
@@ -86,28 +120,18 @@ pub async fn fetch_range(
                 message: reason,
             });
         }
-        let delay = backoff
-            .next()
-            .unwrap_or(Duration::from_secs(30))
-            .max(wait.unwrap_or_default());
+        let delay = backoff.next_delay(wait);
         tracing::warn!(
-            "{}: {reason}; retrying bytes {pos}-{} in {:.1} s",
+            "{:?}: {reason}; retrying bytes {pos}-{} in {:.1} s",
             job.remote.path,
             end - 1,
             delay.as_secs_f64()
         );
-        tokio::time::sleep(delay).await;
-        eng.budget.repay(permit).await?;
+        if eng.budget.sleep_without_slot(permit, delay).await? {
+            // The server answers again: start over as if this range had not failed.
+            backoff = Backoff::new();
+        }
     }
-}
-
-fn new_backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(30))
-        .with_jitter()
-        .without_max_times()
-        .build()
 }
 
 async fn attempt(
@@ -117,6 +141,7 @@ async fn attempt(
     end: u64,
 ) -> std::result::Result<(), Failure> {
     let cached = job.location.lock().ok().and_then(|l| l.clone());
+    let mut served_to = end;
     let url = cached.clone().unwrap_or_else(|| job.url.clone());
     let http = eng.ranges.http();
     let answer = http
@@ -133,7 +158,9 @@ async fn attempt(
         }
     }
     match status {
-        StatusCode::PARTIAL_CONTENT => check_content_range(&headers, *pos, job.remote.size)?,
+        StatusCode::PARTIAL_CONTENT => {
+            served_to = content_range(&headers, *pos, end, job, &answer.url).map_err(|f| *f)?
+        }
         StatusCode::OK if *pos == 0 => {}
         StatusCode::OK => return Err(retry("server ignored the Range header")),
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
@@ -172,7 +199,14 @@ async fn attempt(
         }
     }
 
-    receive(eng, job, pos, end, answer.response).await
+    let asked_from = *pos;
+    receive(eng, job, pos, served_to, answer.response).await?;
+    if served_to < end {
+        return Err(Failure::Short {
+            served: format!("bytes {asked_from}-{}", served_to - 1),
+        });
+    }
+    Ok(())
 }
 
 /// Streams the body of a range answer into the partial file from `*pos` up to `end`.
@@ -254,27 +288,47 @@ async fn flush(
     Ok(buf)
 }
 
-fn check_content_range(
+/// Checks a 206's `Content-Range: bytes a-b/total` against the request (bytes `pos..end` of
+/// the listed file) and returns where the answer's bytes end (`b + 1`, at most `end`). A total
+/// that disagrees with the listing cannot heal by retrying: the source serves another file than
+/// the one listed, and the fetch stops at once.
+fn content_range(
     headers: &HeaderMap,
     pos: u64,
-    size: u64,
-) -> std::result::Result<(), Failure> {
+    end: u64,
+    job: &FileJob,
+    url: &url::Url,
+) -> std::result::Result<u64, Box<Failure>> {
     let v = headers
         .get(CONTENT_RANGE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    // "bytes a-b/total"
-    let parsed = v.strip_prefix("bytes ").and_then(|r| {
-        let (span, total) = r.split_once('/')?;
-        let (a, _) = span.split_once('-')?;
-        Some((a.parse::<u64>().ok()?, total.parse::<u64>().ok()))
-    });
-    match parsed {
-        Some((a, total)) if a == pos && total.is_none_or(|t| t == size) => Ok(()),
-        _ => Err(retry(format!(
-            "206 with Content-Range {v:?} does not match the requested bytes {pos}- of a {size}-byte file"
-        ))),
+    let size = job.remote.size;
+    match parse_content_range(v) {
+        Some((_, _, Some(total))) if total != size => Err(Box::new(Failure::Final(Error::SizeMismatch {
+            path: job.remote.path.clone(),
+            url: display_url(url),
+            listed: size,
+            served: total,
+        }))),
+        Some((a, b, _)) if a == pos && b >= a => Ok((b + 1).min(end)),
+        _ => Err(Box::new(retry(format!(
+            "206 with Content-Range {v:?} does not match the requested bytes {pos}-{} of a {size}-byte file",
+            end - 1
+        )))),
     }
+}
+
+/// `bytes a-b/total` (total `*` is None).
+fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+    let r = v.trim().strip_prefix("bytes ")?;
+    let (span, total) = r.split_once('/')?;
+    let (a, b) = span.split_once('-')?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse::<u64>().ok()?),
+    };
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?, total))
 }
 
 /// How long the server asked us to wait: `Retry-After` (seconds), or the `t=` of a
@@ -313,11 +367,13 @@ mod tests {
     }
 
     #[test]
-    fn content_range_must_match() {
-        let mut h = HeaderMap::new();
-        h.insert(CONTENT_RANGE, HeaderValue::from_static("bytes 10-19/100"));
-        assert!(check_content_range(&h, 10, 100).is_ok());
-        assert!(check_content_range(&h, 0, 100).is_err());
-        assert!(check_content_range(&h, 10, 99).is_err());
+    fn content_range_parses() {
+        assert_eq!(
+            parse_content_range("bytes 10-19/100"),
+            Some((10, 19, Some(100)))
+        );
+        assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, 0, None)));
+        assert_eq!(parse_content_range("bytes */100"), None);
+        assert_eq!(parse_content_range("10-19/100"), None);
     }
 }

@@ -19,6 +19,11 @@ use crate::origin::Ranges;
 
 /// Read-back size for hashing from the page cache.
 const HASH_BUF: usize = 4 << 20;
+/// Downloads of a file whose hash does not match before the fetch gives up: a damaged transfer
+/// rarely repeats three times, a source that serves wrong bytes always does.
+const DOWNLOADS: u32 = 3;
+/// Wait before the second download, doubling for each further one.
+const REDOWNLOAD_WAIT: Duration = Duration::from_secs(1);
 
 pub struct Scheduler {
     ctx: RangeCtx,
@@ -95,7 +100,9 @@ impl Scheduler {
             tokio::spawn(controller::control(Arc::clone(&self.meter), limit))
         });
         let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..self.ctx.budget.max() {
+        // Twice as many workers as places: a range sleeping in backoff holds no place, so while
+        // up to `max` of them sleep, as many others can still use every connection.
+        for _ in 0..self.ctx.budget.max() * 2 {
             let eng = Arc::clone(self);
             workers.spawn(async move { eng.worker().await });
         }
@@ -295,7 +302,7 @@ impl Scheduler {
                 .unwrap_or_default();
             if let Err(e) = self.make_durable(&job, ranges).await {
                 tracing::warn!(
-                    "{}: could not journal finished ranges: {e}",
+                    "{:?}: could not journal finished ranges: {e}",
                     job.remote.path
                 );
             }
@@ -378,10 +385,13 @@ impl Scheduler {
         let actual = {
             let mut h = job.hash.lock().await;
             if h.upto != job.remote.size {
-                return Err(Error::Usage(format!(
-                    "{}: hashed {} of {} bytes at finalize",
-                    job.remote.path, h.upto, job.remote.size
-                )));
+                return Err(Error::Task {
+                    task: "hash task",
+                    message: format!(
+                        "{:?}: hashed {} of {} bytes at finalize",
+                        job.remote.path, h.upto, job.remote.size
+                    ),
+                });
             }
             let fresh = job.remote.hash.hasher(job.remote.size);
             std::mem::replace(&mut h.hasher, fresh).finish()
@@ -400,31 +410,40 @@ impl Scheduler {
             self.finished(job, true);
             return Ok(());
         }
-        // Reset the hash before any range of the second download can land.
+        // Reset the hash before any range of the next download can land.
         job.hash.lock().await.upto = 0;
+        let earlier = job.state.lock().map(|s| s.wrong_hashes.len()).unwrap_or(0);
+        if earlier + 1 < DOWNLOADS as usize {
+            // Damage on the way often comes in bursts (a proxy restarting, a bad link): wait a
+            // little before asking again. This worker holds no connection while it waits.
+            tokio::time::sleep(REDOWNLOAD_WAIT * (1 << earlier)).await;
+        }
         self.restart_file(job, &actual)?;
         self.wake.notify_waiters();
         Ok(())
     }
 
-    /// After a hash mismatch: the first time, start the file over (fresh journal, every chunk
-    /// pending again); the second time, give up.
+    /// After a hash mismatch: start the file over (fresh journal, every chunk pending again),
+    /// up to [`DOWNLOADS`] downloads in all, waiting a little longer before each; then give up,
+    /// saying whether the downloads agreed (the source is wrong) or not (the way is).
     fn restart_file(&self, job: &Arc<FileJob>, actual: &ferry_sharder::FileHash) -> Result<()> {
         let mut st = job.state.lock().unwrap_or_else(|p| p.into_inner());
-        if st.redownloaded {
-            return Err(Error::HashMismatch {
-                path: job.remote.path.clone(),
-                algorithm: job.remote.hash.algorithm(),
-                expected: job.remote.hash.hex().to_string(),
-                actual: actual.hex().to_string(),
-            });
+        st.wrong_hashes.push(actual.clone());
+        let downloads = st.wrong_hashes.len() as u32;
+        if downloads >= DOWNLOADS {
+            return Err(Error::hash_mismatch(
+                &job.remote.path,
+                &job.remote.hash,
+                &st.wrong_hashes,
+            ));
         }
         tracing::warn!(
-            "{}: {} mismatch (expected {}, got {}); downloading the file again",
+            "{:?}: {} mismatch (expected {}, got {}): the bytes are damaged, on the way or at the source; nothing was published under this name. Downloading it again ({} of {DOWNLOADS})",
             job.remote.path,
             job.remote.hash.algorithm(),
             job.remote.hash.hex(),
-            actual.hex()
+            actual.hex(),
+            downloads + 1
         );
         let _ = std::fs::remove_file(&job.journal_path);
         let (journal, _) = Journal::open(&job.journal_path, job.remote.size, &job.remote.hash)?;
@@ -432,7 +451,6 @@ impl Scheduler {
         st.done = RangeSet::default();
         st.unsynced.clear();
         st.pending = chunks(job.remote.size, self.opts.chunk_size).into();
-        st.redownloaded = true;
         st.finalizing = false;
         Ok(())
     }

@@ -127,6 +127,7 @@ pub fn manifest_of(dir: &Path) -> Manifest {
         });
     }
     Manifest {
+        selection: None,
         format: ferry_sharder::manifest::FORMAT,
         repo: "test/tiny".into(),
         source: "hf".into(),

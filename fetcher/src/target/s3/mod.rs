@@ -155,8 +155,10 @@ impl Target for S3Target {
     /// The commit point: the same manifest a directory gets, as an object written last.
     async fn commit(&self, snapshot: &Snapshot, source: &str) -> Result<()> {
         let manifest = snapshot.manifest(source);
-        let json = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| Error::Usage(format!("manifest: {e}")))?;
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Task {
+            task: "manifest encoder",
+            message: e.to_string(),
+        })?;
         let json = Bytes::from(json);
         let sha = sha256_b64(json.clone()).await?;
         put(
@@ -276,7 +278,10 @@ impl Ctx {
         Arc::clone(&self.parts)
             .acquire_owned()
             .await
-            .map_err(|_| Error::Usage("part budget closed".into()))
+            .map_err(|e| Error::Task {
+                task: "part budget",
+                message: e.to_string(),
+            })
     }
 }
 

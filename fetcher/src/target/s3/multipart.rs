@@ -195,11 +195,14 @@ impl Ctx {
             return Err(mismatch(f, &actual));
         }
         if parts.len() != n_parts as usize {
-            return Err(Error::Usage(format!(
-                "{}: {} of {n_parts} parts recorded at completion",
-                f.path,
-                parts.len()
-            )));
+            return Err(Error::Task {
+                task: "multipart upload",
+                message: format!(
+                    "{:?}: {} of {n_parts} parts recorded at completion",
+                    f.path,
+                    parts.len()
+                ),
+            });
         }
         self.s3
             .client

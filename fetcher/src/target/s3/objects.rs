@@ -14,12 +14,7 @@ use crate::snapshot::RemoteFile;
 pub(super) const META_HASH: &str = "ferry-hash";
 
 pub(super) fn mismatch(f: &RemoteFile, actual: &FileHash) -> Error {
-    Error::HashMismatch {
-        path: f.path.clone(),
-        algorithm: f.hash.algorithm(),
-        expected: f.hash.hex().to_string(),
-        actual: actual.hex().to_string(),
-    }
+    Error::hash_mismatch(&f.path, &f.hash, std::slice::from_ref(actual))
 }
 
 pub(super) async fn sha256_b64(bytes: Bytes) -> Result<String> {
