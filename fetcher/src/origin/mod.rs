@@ -8,6 +8,7 @@
 
 pub mod hf;
 pub mod hub;
+pub mod hub_origin;
 pub mod modelscope;
 pub mod s3;
 
