@@ -9,9 +9,11 @@
 //! transfer, journal), verify every file against the origin's hash and publish it under its
 //! final name ([`target`]), validate the checkpoint, and commit the manifest
 //! ([`ferry_sharder::Manifest`]) last. Progress goes out as [`events`] for the caller to render;
-//! the counters behind them are one [`meter::Meter`].
+//! the counters behind them are one [`meter::Meter`]. A directory target is held by a lease
+//! ([`lock`], safe on shared volumes); [`s3`] is the one S3 client of the S3 origin and target;
+//! [`http`] and [`auth`] keep tokens to the hub that issued them.
 //!
-//! The entry point is [`fetch`]; commands that only list a repo use [`origin::hub::list`].
+//! The entry point is [`fetch`]; commands that only list a repo use [`origin::hub_origin::list`].
 
 pub mod auth;
 pub mod error;

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::host::{identity, pid_start};
 use crate::layout;
 
 /// A holder whose heartbeat is older than this is presumed dead or paused and may be taken over.
@@ -68,34 +69,6 @@ impl Lease {
     pub fn holder_gone(&self) -> bool {
         self.node == identity().node && pid_start(self.pid) != Some(self.pid_start)
     }
-}
-
-/// Who this process is, as a lease names it.
-pub struct Identity {
-    pub host: String,
-    /// Boot id and pid namespace: where a pid means the same process.
-    pub node: String,
-    pub pid_start: u64,
-}
-
-pub fn identity() -> Identity {
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let pidns = std::fs::read_link("/proc/self/ns/pid")
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    Identity {
-        host: crate::host::hostname(),
-        node: format!("{}/{pidns}", boot.trim()),
-        pid_start: pid_start(std::process::id()).unwrap_or(0),
-    }
-}
-
-/// Field 22 of `/proc/PID/stat`: when the process started, in clock ticks since boot.
-pub fn pid_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces: count after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Milliseconds since the Unix epoch.

@@ -62,109 +62,42 @@ fn fp8_linear(v: &mut Vec<TensorSpec>, prefix: &str, out: u64, inp: u64) {
     ));
 }
 
+/// DeepSeek-V3's dimensions (its config.json).
+mod dsv3 {
+    pub const H: u64 = 7168;
+    pub const VOCAB: u64 = 129_280;
+    pub const HEADS: u64 = 128;
+    pub const Q_LORA: u64 = 1536;
+    pub const KV_LORA: u64 = 512;
+    pub const ROPE: u64 = 64;
+    pub const NOPE: u64 = 128;
+    pub const V_HEAD: u64 = 128;
+    pub const DENSE_I: u64 = 18_432;
+    pub const MOE_I: u64 = 2048;
+    pub const EXPERTS: u64 = 256;
+    pub const LAYERS: u32 = 61;
+    /// Layers before this one are dense; the rest are MoE.
+    pub const FIRST_MOE: u32 = 3;
+}
+
 /// DeepSeek-V3 / R1: 61 decoder layers (3 dense, 58 MoE with 256 routed experts + 1 shared), MLA
 /// attention, plus the multi-token-prediction layer 61; 163 shards.
 pub fn deepseek_r1() -> SimModel {
-    const H: u64 = 7168;
-    const VOCAB: u64 = 129_280;
-    const HEADS: u64 = 128;
-    const Q_LORA: u64 = 1536;
-    const KV_LORA: u64 = 512;
-    const ROPE: u64 = 64;
-    const NOPE: u64 = 128;
-    const V_HEAD: u64 = 128;
-    const DENSE_I: u64 = 18_432;
-    const MOE_I: u64 = 2048;
-    const EXPERTS: u64 = 256;
-    const LAYERS: u32 = 61;
-
-    let layer = |v: &mut Vec<TensorSpec>, i: u32, mtp: bool| {
-        let p = format!("model.layers.{i}");
-        if mtp {
-            v.push(t(format!("{p}.embed_tokens.weight"), "BF16", &[VOCAB, H]));
-            v.push(t(format!("{p}.enorm.weight"), "BF16", &[H]));
-            v.push(t(format!("{p}.hnorm.weight"), "BF16", &[H]));
-            v.push(t(format!("{p}.eh_proj.weight"), "BF16", &[H, 2 * H]));
-        }
-        v.push(t(format!("{p}.input_layernorm.weight"), "BF16", &[H]));
-        fp8_linear(v, &format!("{p}.self_attn.q_a_proj"), Q_LORA, H);
-        v.push(t(
-            format!("{p}.self_attn.q_a_layernorm.weight"),
-            "BF16",
-            &[Q_LORA],
-        ));
-        fp8_linear(
-            v,
-            &format!("{p}.self_attn.q_b_proj"),
-            HEADS * (NOPE + ROPE),
-            Q_LORA,
-        );
-        fp8_linear(
-            v,
-            &format!("{p}.self_attn.kv_a_proj_with_mqa"),
-            KV_LORA + ROPE,
-            H,
-        );
-        v.push(t(
-            format!("{p}.self_attn.kv_a_layernorm.weight"),
-            "BF16",
-            &[KV_LORA],
-        ));
-        fp8_linear(
-            v,
-            &format!("{p}.self_attn.kv_b_proj"),
-            HEADS * (NOPE + V_HEAD),
-            KV_LORA,
-        );
-        fp8_linear(v, &format!("{p}.self_attn.o_proj"), H, HEADS * V_HEAD);
-        v.push(t(
-            format!("{p}.post_attention_layernorm.weight"),
-            "BF16",
-            &[H],
-        ));
-        if i < 3 {
-            fp8_linear(v, &format!("{p}.mlp.gate_proj"), DENSE_I, H);
-            fp8_linear(v, &format!("{p}.mlp.up_proj"), DENSE_I, H);
-            fp8_linear(v, &format!("{p}.mlp.down_proj"), H, DENSE_I);
-        } else {
-            v.push(t(format!("{p}.mlp.gate.weight"), "BF16", &[EXPERTS, H]));
-            v.push(t(
-                format!("{p}.mlp.gate.e_score_correction_bias"),
-                "F32",
-                &[EXPERTS],
-            ));
-            for e in 0..EXPERTS {
-                fp8_linear(v, &format!("{p}.mlp.experts.{e}.gate_proj"), MOE_I, H);
-                fp8_linear(v, &format!("{p}.mlp.experts.{e}.up_proj"), MOE_I, H);
-                fp8_linear(v, &format!("{p}.mlp.experts.{e}.down_proj"), H, MOE_I);
-            }
-            fp8_linear(v, &format!("{p}.mlp.shared_experts.gate_proj"), MOE_I, H);
-            fp8_linear(v, &format!("{p}.mlp.shared_experts.up_proj"), MOE_I, H);
-            fp8_linear(v, &format!("{p}.mlp.shared_experts.down_proj"), H, MOE_I);
-        }
-        if mtp {
-            v.push(t(format!("{p}.shared_head.norm.weight"), "BF16", &[H]));
-            v.push(t(
-                format!("{p}.shared_head.head.weight"),
-                "BF16",
-                &[VOCAB, H],
-            ));
-        }
-    };
+    use dsv3::*;
     let mut v = vec![t("model.embed_tokens.weight".into(), "BF16", &[VOCAB, H])];
     for i in 0..LAYERS {
-        layer(&mut v, i, false);
+        deepseek_layer(&mut v, i, false);
     }
     v.push(t("model.norm.weight".into(), "BF16", &[H]));
     v.push(t("lm_head.weight".into(), "BF16", &[VOCAB, H]));
-    layer(&mut v, LAYERS, true);
+    deepseek_layer(&mut v, LAYERS, true);
     let config = serde_json::json!({
         "architectures": ["DeepseekV3ForCausalLM"],
         "model_type": "deepseek_v3",
         "hidden_size": H, "intermediate_size": DENSE_I, "moe_intermediate_size": MOE_I,
         "num_hidden_layers": LAYERS, "num_nextn_predict_layers": 1,
         "num_attention_heads": HEADS, "n_routed_experts": EXPERTS, "n_shared_experts": 1,
-        "first_k_dense_replace": 3, "q_lora_rank": Q_LORA, "kv_lora_rank": KV_LORA,
+        "first_k_dense_replace": FIRST_MOE, "q_lora_rank": Q_LORA, "kv_lora_rank": KV_LORA,
         "qk_rope_head_dim": ROPE, "qk_nope_head_dim": NOPE, "v_head_dim": V_HEAD,
         "vocab_size": VOCAB, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
         "quantization_config": {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [128, 128]}
@@ -181,6 +114,90 @@ pub fn deepseek_r1() -> SimModel {
             ("generation_config.json", 171),
         ],
     )
+}
+
+/// One DeepSeek decoder layer `i`, in the order the hub's shards hold its tensors; `mtp` adds
+/// the multi-token-prediction layer's own embedding, projections and head.
+fn deepseek_layer(v: &mut Vec<TensorSpec>, i: u32, mtp: bool) {
+    use dsv3::*;
+    let p = format!("model.layers.{i}");
+    if mtp {
+        v.push(t(format!("{p}.embed_tokens.weight"), "BF16", &[VOCAB, H]));
+        v.push(t(format!("{p}.enorm.weight"), "BF16", &[H]));
+        v.push(t(format!("{p}.hnorm.weight"), "BF16", &[H]));
+        v.push(t(format!("{p}.eh_proj.weight"), "BF16", &[H, 2 * H]));
+    }
+    v.push(t(format!("{p}.input_layernorm.weight"), "BF16", &[H]));
+    deepseek_attention(v, &p);
+    v.push(t(
+        format!("{p}.post_attention_layernorm.weight"),
+        "BF16",
+        &[H],
+    ));
+    if i < FIRST_MOE {
+        fp8_linear(v, &format!("{p}.mlp.gate_proj"), DENSE_I, H);
+        fp8_linear(v, &format!("{p}.mlp.up_proj"), DENSE_I, H);
+        fp8_linear(v, &format!("{p}.mlp.down_proj"), H, DENSE_I);
+    } else {
+        v.push(t(format!("{p}.mlp.gate.weight"), "BF16", &[EXPERTS, H]));
+        v.push(t(
+            format!("{p}.mlp.gate.e_score_correction_bias"),
+            "F32",
+            &[EXPERTS],
+        ));
+        for e in 0..EXPERTS {
+            fp8_linear(v, &format!("{p}.mlp.experts.{e}.gate_proj"), MOE_I, H);
+            fp8_linear(v, &format!("{p}.mlp.experts.{e}.up_proj"), MOE_I, H);
+            fp8_linear(v, &format!("{p}.mlp.experts.{e}.down_proj"), H, MOE_I);
+        }
+        fp8_linear(v, &format!("{p}.mlp.shared_experts.gate_proj"), MOE_I, H);
+        fp8_linear(v, &format!("{p}.mlp.shared_experts.up_proj"), MOE_I, H);
+        fp8_linear(v, &format!("{p}.mlp.shared_experts.down_proj"), H, MOE_I);
+    }
+    if mtp {
+        v.push(t(format!("{p}.shared_head.norm.weight"), "BF16", &[H]));
+        v.push(t(
+            format!("{p}.shared_head.head.weight"),
+            "BF16",
+            &[VOCAB, H],
+        ));
+    }
+}
+
+/// The multi-head latent attention of a DeepSeek layer (prefix `p`): low-rank q and kv
+/// projections with their norms, and the output projection.
+fn deepseek_attention(v: &mut Vec<TensorSpec>, p: &str) {
+    use dsv3::*;
+    fp8_linear(v, &format!("{p}.self_attn.q_a_proj"), Q_LORA, H);
+    v.push(t(
+        format!("{p}.self_attn.q_a_layernorm.weight"),
+        "BF16",
+        &[Q_LORA],
+    ));
+    fp8_linear(
+        v,
+        &format!("{p}.self_attn.q_b_proj"),
+        HEADS * (NOPE + ROPE),
+        Q_LORA,
+    );
+    fp8_linear(
+        v,
+        &format!("{p}.self_attn.kv_a_proj_with_mqa"),
+        KV_LORA + ROPE,
+        H,
+    );
+    v.push(t(
+        format!("{p}.self_attn.kv_a_layernorm.weight"),
+        "BF16",
+        &[KV_LORA],
+    ));
+    fp8_linear(
+        v,
+        &format!("{p}.self_attn.kv_b_proj"),
+        HEADS * (NOPE + V_HEAD),
+        KV_LORA,
+    );
+    fp8_linear(v, &format!("{p}.self_attn.o_proj"), H, HEADS * V_HEAD);
 }
 
 /// A Llama-3 70B (DeepSeek-R1-Distill-Llama-70B): 80 layers, hidden 8192, GQA with 8 KV heads,
@@ -230,19 +247,12 @@ pub fn llama_70b() -> SimModel {
     )
 }
 
-/// Packs tensors in order into exactly `shards` files (the smallest size limit that fits them in
-/// that many), named like the hub's `model-00001-of-000163.safetensors`.
-fn pack(
-    name: &'static str,
-    tensors: Vec<TensorSpec>,
-    shards: u64,
-    digits: usize,
-    config: serde_json::Value,
-    extra: &[(&str, u64)],
-) -> SimModel {
+/// The smallest shard size limit that packs `tensors`, in order and whole, into at most `shards`
+/// files (a binary search over the limit).
+fn shard_cap(tensors: &[TensorSpec], shards: u64) -> u64 {
     let count_for = |cap: u64| {
         let (mut n, mut fill) = (1u64, 0u64);
-        for t in &tensors {
+        for t in tensors {
             if fill > 0 && fill + t.len > cap {
                 n += 1;
                 fill = 0;
@@ -261,7 +271,12 @@ fn pack(
             lo = mid + 1;
         }
     }
-    let cap = lo;
+    lo
+}
+
+/// Splits `tensors`, in order, into groups of at most `cap` bytes (a tensor bigger than `cap`
+/// gets a group of its own).
+fn group_by_cap(tensors: Vec<TensorSpec>, cap: u64) -> Vec<Vec<TensorSpec>> {
     let mut groups: Vec<Vec<TensorSpec>> = vec![Vec::new()];
     let mut fill = 0;
     for t in tensors {
@@ -274,6 +289,22 @@ fn pack(
             g.push(t);
         }
     }
+    groups
+}
+
+/// Packs tensors in order into exactly `shards` files (the smallest size limit that fits them in
+/// that many), named like the hub's `model-00001-of-000163.safetensors`.
+fn pack(
+    name: &'static str,
+    tensors: Vec<TensorSpec>,
+    shards: u64,
+    digits: usize,
+    config: serde_json::Value,
+    extra: &[(&str, u64)],
+) -> SimModel {
+    let total: u64 = tensors.iter().map(|t| t.len).sum();
+    let cap = shard_cap(&tensors, shards);
+    let groups = group_by_cap(tensors, cap);
     let n = groups.len();
     let mut weights = Vec::with_capacity(n);
     let mut headers = Vec::with_capacity(n);

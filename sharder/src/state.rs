@@ -1,7 +1,8 @@
-//! The typed `.ferry/` files a running fetch writes for others to read: the progress heartbeat
-//! and the slice pin of an Indexed Job. The fetcher writes them, `ferry status` reads them; both
+//! The typed `.ferry/` files a running fetch writes for others to read: the progress heartbeat,
+//! the slice pin of an Indexed Job and the flock holder record. The fetcher writes them, `ferry status` reads them; both
 //! go through these structs and the path functions of [`crate::layout`]. (The manifest is
-//! [`crate::manifest::Manifest`], slice markers [`crate::slices::SliceDone`].)
+//! [`crate::manifest::Manifest`], slice markers [`crate::slices::SliceDone`], leases
+//! [`crate::lease::Lease`].)
 
 use std::path::Path;
 
@@ -60,6 +61,37 @@ impl Heartbeat {
     /// The heartbeat at `path`, if there is a readable one.
     pub fn read(path: &Path) -> Option<Heartbeat> {
         serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+}
+
+/// What a flock file (`.ferry/lock`, `.ferry/lock.slice-I-of-N`) holds while its exclusive
+/// holder runs: who took it, for messages and `ferry status` (the lock itself is the flock).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FlockHolder {
+    pub pid: Option<u32>,
+    pub host: Option<String>,
+    pub started_at: Option<String>,
+}
+
+impl FlockHolder {
+    /// This process, now.
+    pub fn me() -> FlockHolder {
+        FlockHolder {
+            pid: Some(std::process::id()),
+            host: Some(crate::host::hostname()),
+            started_at: Some(crate::host::now_rfc3339()),
+        }
+    }
+
+    /// The record as written into the lock file.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The record in a lock file's text; empty or foreign text gives an all-empty record.
+    pub fn parse(text: &str) -> FlockHolder {
+        serde_json::from_str(text.trim()).unwrap_or_default()
     }
 }
 

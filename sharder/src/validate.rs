@@ -68,19 +68,29 @@ pub fn check_index(
     headers: &[ShardHeader],
     present: &BTreeSet<&str>,
 ) -> Vec<Finding> {
-    let rel = index.file.as_str();
     let mut out = Vec::new();
     let indexed: BTreeSet<String> = index
         .weight_map
         .iter()
         .map(|(_, s)| index.shard_path(s))
         .collect();
-    // Where each tensor really is, from the headers of the shards the index names. Shards it does
-    // not name (Mistral's consolidated.safetensors beside the sharded copy) are ignored by the
-    // engines, which load what the index names, so their tensors may repeat.
+    let located = locate_tensors(headers, &indexed, &mut out);
+    let listed = check_weight_map(index, headers, present, &located, &mut out);
+    check_coverage(index, headers, &indexed, &listed, &mut out);
+    check_total_size(index, headers, &indexed, &mut out);
+    out
+}
+
+/// Where each tensor really is, from the headers of the shards the index names; a tensor in two
+/// of them is an error. Shards it does not name (Mistral's consolidated.safetensors beside the
+/// sharded copy) are ignored by the engines, which load what the index names, so their tensors
+/// may repeat.
+fn locate_tensors<'h>(
+    headers: &'h [ShardHeader],
+    indexed: &BTreeSet<String>,
+    out: &mut Vec<Finding>,
+) -> HashMap<&'h str, &'h str> {
     let mut located: HashMap<&str, &str> = HashMap::new();
-    let by_file: BTreeMap<&str, &ShardHeader> =
-        headers.iter().map(|h| (h.file.as_str(), h)).collect();
     for h in headers.iter().filter(|h| indexed.contains(&h.file)) {
         for t in &h.tensors {
             if let Some(other) = located.insert(&t.name, &h.file) {
@@ -92,7 +102,21 @@ pub fn check_index(
             }
         }
     }
+    located
+}
 
+/// Each weight_map entry is listed once and points at an existing shard that holds the tensor.
+/// Returns the entries (tensor -> shard) for the coverage check.
+fn check_weight_map<'i>(
+    index: &'i Index,
+    headers: &[ShardHeader],
+    present: &BTreeSet<&str>,
+    located: &HashMap<&str, &str>,
+    out: &mut Vec<Finding>,
+) -> HashMap<&'i str, &'i str> {
+    let rel = index.file.as_str();
+    let by_file: BTreeMap<&str, &ShardHeader> =
+        headers.iter().map(|h| (h.file.as_str(), h)).collect();
     let mut listed: HashMap<&str, &str> = HashMap::new();
     let mut missing_shards: BTreeMap<String, usize> = BTreeMap::new();
     for (tensor, shard) in &index.weight_map {
@@ -130,8 +154,19 @@ pub fn check_index(
             format!("names shard {shard} (for {n} tensor(s)), which does not exist"),
         ));
     }
+    listed
+}
 
-    // Shards the index covers (directory of the index) must have all their tensors listed.
+/// Shards the index covers (those in the index's directory) must have all their tensors listed;
+/// a shard there that the index does not name is a warning.
+fn check_coverage(
+    index: &Index,
+    headers: &[ShardHeader],
+    indexed: &BTreeSet<String>,
+    listed: &HashMap<&str, &str>,
+    out: &mut Vec<Finding>,
+) {
+    let rel = index.file.as_str();
     let prefix = index.file.rsplit_once('/').map(|(p, _)| format!("{p}/"));
     for h in headers {
         let covered = match &prefix {
@@ -141,12 +176,6 @@ pub fn check_index(
         if !covered {
             continue;
         }
-        let unlisted: Vec<&str> = h
-            .tensors
-            .iter()
-            .filter(|t| !listed.contains_key(t.name.as_str()))
-            .map(|t| t.name.as_str())
-            .collect();
         if !indexed.contains(&h.file) {
             out.push(Finding::warning(
                 &h.file,
@@ -155,38 +184,51 @@ pub fn check_index(
                     h.tensors.len()
                 ),
             ));
-        } else {
-            for t in unlisted {
-                out.push(Finding::tensor_error(
-                    rel,
-                    t,
-                    format!("stored in {} but missing from the weight_map", h.file),
-                ));
-            }
+            continue;
         }
-    }
-
-    if let Some(total) = index.total_size {
-        let covered: Vec<&ShardHeader> = headers
+        for t in h
+            .tensors
             .iter()
-            .filter(|h| indexed.contains(&h.file))
-            .collect();
-        // Only comparable when every shard the index names could be read.
-        if covered.len() == indexed.len() {
-            let tensor_bytes: u64 = covered.iter().map(|h| h.tensor_bytes()).sum();
-            let file_bytes: u64 = covered.iter().map(|h| h.file_size).sum();
-            // transformers writes the tensor bytes; a few exporters write the file sizes.
-            if total != tensor_bytes && total != file_bytes {
-                out.push(Finding::error(
-                    rel,
-                    format!(
-                        "metadata.total_size is {total} but the shards hold {tensor_bytes} bytes of tensors ({file_bytes} bytes of files)"
-                    ),
-                ));
-            }
+            .filter(|t| !listed.contains_key(t.name.as_str()))
+        {
+            out.push(Finding::tensor_error(
+                rel,
+                &t.name,
+                format!("stored in {} but missing from the weight_map", h.file),
+            ));
         }
     }
-    out
+}
+
+/// metadata.total_size, when present, matches the shards' tensor bytes (or file sizes).
+fn check_total_size(
+    index: &Index,
+    headers: &[ShardHeader],
+    indexed: &BTreeSet<String>,
+    out: &mut Vec<Finding>,
+) {
+    let Some(total) = index.total_size else {
+        return;
+    };
+    let covered: Vec<&ShardHeader> = headers
+        .iter()
+        .filter(|h| indexed.contains(&h.file))
+        .collect();
+    // Only comparable when every shard the index names could be read.
+    if covered.len() != indexed.len() {
+        return;
+    }
+    let tensor_bytes: u64 = covered.iter().map(|h| h.tensor_bytes()).sum();
+    let file_bytes: u64 = covered.iter().map(|h| h.file_size).sum();
+    // transformers writes the tensor bytes; a few exporters write the file sizes.
+    if total != tensor_bytes && total != file_bytes {
+        out.push(Finding::error(
+            index.file.as_str(),
+            format!(
+                "metadata.total_size is {total} but the shards hold {tensor_bytes} bytes of tensors ({file_bytes} bytes of files)"
+            ),
+        ));
+    }
 }
 
 /// config.json must be a JSON object; `num_hidden_layers`, when present, a whole number.

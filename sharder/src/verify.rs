@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::finding::Finding;
 use crate::hash::FileHash;
 use crate::layout;
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, ManifestFile};
 use crate::parallel;
 use crate::validate;
 
@@ -163,49 +163,9 @@ pub fn verify(dir: &Path, manifest: &Manifest, opts: &Options) -> Result<Report>
         findings.extend(checkpoint);
     }
 
-    let mut hashed = None;
-    if opts.full {
-        let jobs = if opts.jobs == 0 {
-            parallel::default_jobs()
-        } else {
-            opts.jobs
-        };
-        // Largest first, so the longest hash starts at once and the tail is short.
-        let mut work = sound.clone();
-        work.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path)));
-        let start = Instant::now();
-        let results = parallel::map(&work, jobs, |f| {
-            hash_file(&dir.join(&f.path), &f.hash, f.size)
-        });
-        let seconds = start.elapsed().as_secs_f64();
-        let bytes: u64 = work.iter().map(|f| f.size).sum();
-        for (f, r) in work.iter().zip(results) {
-            match r {
-                Ok(got) if got == f.hash => {}
-                Ok(got) => findings.push(Finding::error(
-                    &f.path,
-                    format!(
-                        "content does not match the manifest: {} is {}, expected {} (the file is damaged: delete it and re-fetch)",
-                        f.hash.algorithm(),
-                        got.hex(),
-                        f.hash.hex()
-                    ),
-                )),
-                Err(e) => findings.push(Finding::error(&f.path, format!("cannot read: {e}"))),
-            }
-        }
-        hashed = Some(HashStats {
-            files: work.len(),
-            bytes,
-            seconds,
-            gb_per_s: if seconds > 0.0 {
-                bytes as f64 / 1e9 / seconds
-            } else {
-                0.0
-            },
-            jobs: jobs.min(work.len().max(1)),
-        });
-    }
+    let hashed = opts
+        .full
+        .then(|| hash_all(dir, &sound, opts.jobs, &mut findings));
 
     // Errors first, then by file, so the list reads as a to-do list.
     findings.sort_by(|a, b| {
@@ -223,6 +183,56 @@ pub fn verify(dir: &Path, manifest: &Manifest, opts: &Options) -> Result<Report>
 
 fn quoted(p: &Path) -> String {
     format!("{:?}", p.display().to_string())
+}
+
+/// Hashes `files` in parallel (`jobs`, 0 = one per core) and reports each mismatch; returns the
+/// hashing rate.
+fn hash_all(
+    dir: &Path,
+    files: &[&ManifestFile],
+    jobs: usize,
+    findings: &mut Vec<Finding>,
+) -> HashStats {
+    let jobs = if jobs == 0 {
+        parallel::default_jobs()
+    } else {
+        jobs
+    };
+    // Largest first, so the longest hash starts at once and the tail is short.
+    let mut work = files.to_vec();
+    work.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path)));
+    let start = Instant::now();
+    let results = parallel::map(&work, jobs, |f| {
+        hash_file(&dir.join(&f.path), &f.hash, f.size)
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    let bytes: u64 = work.iter().map(|f| f.size).sum();
+    for (f, r) in work.iter().zip(results) {
+        match r {
+            Ok(got) if got == f.hash => {}
+            Ok(got) => findings.push(Finding::error(
+                &f.path,
+                format!(
+                    "content does not match the manifest: {} is {}, expected {} (the file is damaged: delete it and re-fetch)",
+                    f.hash.algorithm(),
+                    got.hex(),
+                    f.hash.hex()
+                ),
+            )),
+            Err(e) => findings.push(Finding::error(&f.path, format!("cannot read: {e}"))),
+        }
+    }
+    HashStats {
+        files: work.len(),
+        bytes,
+        seconds,
+        gb_per_s: if seconds > 0.0 {
+            bytes as f64 / 1e9 / seconds
+        } else {
+            0.0
+        },
+        jobs: jobs.min(work.len().max(1)),
+    }
 }
 
 /// Hashes the file at `path` with the algorithm of `expected` (sha256 or git blob sha1, whose

@@ -17,8 +17,11 @@ use serde::Serialize;
 
 use crate::doctor::{self, Deployment, Finding};
 use crate::error::{Error, Result};
-use crate::share::WarmShare;
-use crate::warm::{self, WarmControl, WarmOptions, WarmReport};
+mod config;
+pub use config::{GateConfig, OnBadModel, Poll, WarmSpec};
+
+use crate::model_check::{check, describe_missing, open_detail, waiting_detail};
+use crate::warm::{self, WarmControl, WarmReport};
 
 /// Where the gate is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -52,79 +55,6 @@ impl Phase {
             Phase::Warming => "warming",
             Phase::Open => "open",
             Phase::Failed => "failed",
-        }
-    }
-}
-
-/// What to do when the manifest is there but the model fails validation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnBadModel {
-    /// Return the error: an init container exits and the pod shows why.
-    Fail,
-    /// Report it on `/readyz` and check again later: someone may re-fetch the model, and a
-    /// native sidecar that exits only gets restarted into the same wait.
-    Retry,
-}
-
-/// How often to look for the manifest.
-#[derive(Debug, Clone)]
-pub struct Poll {
-    /// First delay; doubles (with jitter) up to `max`.
-    pub min: Duration,
-    pub max: Duration,
-    /// How often to log what the gate still waits for.
-    pub log_every: Duration,
-}
-
-impl Default for Poll {
-    fn default() -> Self {
-        Poll {
-            min: Duration::from_millis(200),
-            max: Duration::from_secs(10),
-            log_every: Duration::from_secs(30),
-        }
-    }
-}
-
-/// Which bytes to warm before opening.
-#[derive(Debug, Clone, Default)]
-pub struct WarmSpec {
-    pub share: WarmShare,
-    pub options: WarmOptions,
-}
-
-#[derive(Debug, Clone)]
-pub struct GateConfig {
-    pub model_dir: PathBuf,
-    /// How long the gate may stay shut, counted from the start (waiting, and failing validation
-    /// in [`OnBadModel::Retry`]); `None` waits for ever.
-    pub timeout: Option<Duration>,
-    /// Re-hash every byte instead of the quick check (names, sizes, headers).
-    pub full: bool,
-    pub warm: Option<WarmSpec>,
-    /// Run `ferry doctor`'s checks once the model is verified; an error keeps the gate shut.
-    pub preflight: Option<Deployment>,
-    pub poll: Poll,
-    pub on_bad_model: OnBadModel,
-    /// How often serve mode re-checks an open gate (see [`crate::recheck`]).
-    pub recheck_every: Duration,
-    /// Open on a manifest whose `--include`/`--exclude` selection left out files an engine
-    /// loads (a partial model on purpose); by default such a manifest keeps the gate shut.
-    pub allow_partial: bool,
-}
-
-impl GateConfig {
-    pub fn new(model_dir: impl Into<PathBuf>) -> Self {
-        GateConfig {
-            model_dir: model_dir.into(),
-            timeout: None,
-            full: false,
-            warm: None,
-            preflight: None,
-            poll: Poll::default(),
-            on_bad_model: OnBadModel::Fail,
-            recheck_every: crate::recheck::EVERY,
-            allow_partial: false,
         }
     }
 }
@@ -248,13 +178,6 @@ impl Gate {
     }
 }
 
-fn waiting_detail(dir: &Path) -> String {
-    format!(
-        "no completion manifest at {} yet (ferry fetch writes it once every file is verified)",
-        ferry_sharder::layout::manifest_path(dir).display()
-    )
-}
-
 /// Runs a blocking closure off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
@@ -267,8 +190,27 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 /// that does not fit.
 pub async fn run(cfg: GateConfig, gate: Arc<Gate>) -> Result<()> {
     let dir = cfg.model_dir.clone();
-    let manifest = loop {
-        let m = wait_for_manifest(&cfg, &gate).await?;
+    let manifest = verify_until_sound(&cfg, &gate).await?;
+    if let Some(deployment) = &cfg.preflight {
+        preflight(&cfg, &gate, deployment).await?;
+    }
+    if let Some(spec) = &cfg.warm {
+        warm_model(&gate, &dir, spec).await?;
+    }
+    gate.set(Phase::Open, open_detail(&manifest, &dir));
+    tracing::info!(
+        "gate open after {:.1} s",
+        gate.started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Waits for the manifest and checks the model until it passes: returns its manifest. A model
+/// that fails is reported and, unless `OnBadModel::Fail`, checked again every `poll.max`.
+async fn verify_until_sound(cfg: &GateConfig, gate: &Gate) -> Result<Manifest> {
+    let dir = cfg.model_dir.clone();
+    loop {
+        let m = wait_for_manifest(cfg, gate).await?;
         gate.set(
             Phase::Verifying,
             format!(
@@ -305,7 +247,7 @@ pub async fn run(cfg: GateConfig, gate: Arc<Gate>) -> Result<()> {
         match verdict {
             Ok(()) => {
                 tracing::info!("model verified in {secs:.2} s");
-                break m;
+                return Ok(m);
             }
             Err(source) => {
                 let err = Error::BadModel {
@@ -328,70 +270,50 @@ pub async fn run(cfg: GateConfig, gate: Arc<Gate>) -> Result<()> {
                 gate.lock().waited = None;
             }
         }
-    };
-
-    if let Some(deployment) = &cfg.preflight {
-        preflight(&cfg, &gate, deployment).await?;
     }
-
-    if let Some(spec) = &cfg.warm {
-        tracing::info!("warming {}", spec.share.describe());
-        let (d, share) = (dir.clone(), spec.share.clone());
-        let targets = blocking(move || share.targets(&d)).await??;
-        let total: u64 = targets.iter().map(|t| t.len).sum();
-        gate.lock().warm_target_bytes = total;
-        gate.set(
-            Phase::Warming,
-            format!(
-                "warming {:.2} GB of {} file ranges into the page cache",
-                total as f64 / 1e9,
-                targets.len()
-            ),
-        );
-        tracing::info!(
-            "warming {:.2} GB ({} ranges, {} readers)",
-            total as f64 / 1e9,
-            targets.len(),
-            spec.options.jobs
-        );
-        let (g, opts) = (gate.clone(), spec.options.clone());
-        match blocking(move || warm::warm(&targets, &opts, &g.warm)).await? {
-            Ok(r) => {
-                tracing::info!(
-                    "warmed {:.2} GB in {:.1} s ({:.2} GB/s); resident {:.1} % before, {:.1} % after",
-                    r.bytes as f64 / 1e9,
-                    r.seconds,
-                    r.bytes_per_second / 1e9,
-                    r.before.ratio() * 100.0,
-                    r.after.ratio() * 100.0
-                );
-                gate.lock().warm = Some(r);
-            }
-            Err(e @ Error::Interrupted { .. }) => return Err(e),
-            // Warming only saves load time: the engine can still read the files from storage, so
-            // a failed warm is reported but never keeps the gate shut.
-            Err(e) => tracing::warn!("warming failed, opening the gate cold: {e}"),
-        }
-    }
-
-    gate.set(Phase::Open, open_detail(&manifest, &dir));
-    tracing::info!(
-        "gate open after {:.1} s",
-        gate.started.elapsed().as_secs_f64()
-    );
-    Ok(())
 }
 
-/// What `/readyz` says after "open: " (it prefixes the phase itself).
-pub(crate) fn open_detail(m: &Manifest, dir: &Path) -> String {
-    format!(
-        "{} at {} ({} files, {:.2} GB) in {}",
-        m.repo,
-        m.commit,
-        m.files.len(),
-        m.total_bytes() as f64 / 1e9,
-        dir.display()
-    )
+/// Warms the model into the page cache as `spec` says. Only an interruption or a plan that
+/// does not fit is an error: a failed warm opens the gate cold.
+async fn warm_model(gate: &Arc<Gate>, dir: &Path, spec: &WarmSpec) -> Result<()> {
+    tracing::info!("warming {}", spec.share.describe());
+    let (d, share) = (dir.to_path_buf(), spec.share.clone());
+    let targets = blocking(move || share.targets(&d)).await??;
+    let total: u64 = targets.iter().map(|t| t.len).sum();
+    gate.lock().warm_target_bytes = total;
+    gate.set(
+        Phase::Warming,
+        format!(
+            "warming {:.2} GB of {} file ranges into the page cache",
+            total as f64 / 1e9,
+            targets.len()
+        ),
+    );
+    tracing::info!(
+        "warming {:.2} GB ({} ranges, {} readers)",
+        total as f64 / 1e9,
+        targets.len(),
+        spec.options.jobs
+    );
+    let (g, opts) = (gate.clone(), spec.options.clone());
+    match blocking(move || warm::warm(&targets, &opts, &g.warm)).await? {
+        Ok(r) => {
+            tracing::info!(
+                "warmed {:.2} GB in {:.1} s ({:.2} GB/s); resident {:.1} % before, {:.1} % after",
+                r.bytes as f64 / 1e9,
+                r.seconds,
+                r.bytes_per_second / 1e9,
+                r.before.ratio() * 100.0,
+                r.after.ratio() * 100.0
+            );
+            gate.lock().warm = Some(r);
+        }
+        Err(e @ Error::Interrupted { .. }) => return Err(e),
+        // Warming only saves load time: the engine can still read the files from storage, so
+        // a failed warm is reported but never keeps the gate shut.
+        Err(e) => tracing::warn!("warming failed, opening the gate cold: {e}"),
+    }
+    Ok(())
 }
 
 /// Runs the doctor's checks until none fails: a failure keeps the gate shut with the finding
@@ -431,23 +353,6 @@ async fn preflight(cfg: &GateConfig, gate: &Gate, deployment: &Deployment) -> Re
         }
         tracing::error!("{err}\n  checking again in {:?}", cfg.poll.max);
         tokio::time::sleep(cfg.poll.max).await;
-    }
-}
-
-/// The quick check, or the full re-hash with `full`.
-pub(crate) fn check(dir: &Path, m: &Manifest, full: bool) -> ferry_sharder::Result<()> {
-    // On a shared volume this node may see the manifest before the files: wait for them first.
-    ferry_sharder::visible::wait(dir, m, ferry_sharder::visible::patience());
-    if full {
-        let opts = ferry_sharder::verify::Options {
-            full: true,
-            jobs: 0,
-        };
-        ferry_sharder::verify::verify(dir, m, &opts)?
-            .into_result(dir)
-            .map(|_| ())
-    } else {
-        ferry_sharder::verify::quick_check(dir, m)
     }
 }
 
@@ -545,42 +450,6 @@ async fn wait_for_manifest(cfg: &GateConfig, gate: &Gate) -> Result<Manifest> {
         }
         tokio::time::sleep(delay).await;
     }
-}
-
-/// What a directory without a manifest still lacks, in words, from what is on disk.
-pub fn describe_missing(dir: &Path) -> String {
-    let manifest = ferry_sharder::layout::manifest_path(dir);
-    if !dir.exists() {
-        return format!(
-            "{} does not exist (is the volume mounted, and does the fetch job write to it?); \
-             the gate opens once {} is there",
-            dir.display(),
-            manifest.display()
-        );
-    }
-    let (mut files, mut bytes) = (0u64, 0u64);
-    if let Ok(targets) = warm::model_targets(dir) {
-        for t in targets {
-            files += 1;
-            bytes += t.len;
-        }
-    }
-    let partial = ferry_sharder::layout::partial_dir(dir);
-    let partials = std::fs::read_dir(&partial).map(|d| d.count()).unwrap_or(0);
-    let mut s = format!(
-        "no completion manifest ({}) yet; {files} model files ({:.2} GB) present",
-        manifest.display(),
-        bytes as f64 / 1e9
-    );
-    if partials > 0 {
-        s.push_str(&format!(
-            ", {partials} downloads in progress in {}",
-            partial.display()
-        ));
-    } else if files == 0 {
-        s.push_str(": no fetch has started writing here");
-    }
-    s
 }
 
 /// `NODE_RANK`, else `LWS_WORKER_INDEX` (LeaderWorkerSet sets it on every pod of a group: 0 for

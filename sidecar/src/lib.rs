@@ -4,7 +4,9 @@
 //! cache with what this node will read, and opens the gate the engine's startup waits on. It serves
 //! `/healthz`, `/readyz` and Prometheus `/metrics` all the while.
 //!
-//! - [`gate`]: the wait → verify → warm → open sequence as one library call, [`gate::run`].
+//! - [`gate`]: the wait → verify → warm → open sequence as one library call, [`gate::run`];
+//!   [`model_check`] the check and the words for what the directory holds; [`recheck`] re-checks
+//!   an open gate in serve mode.
 //! - [`share`]: which bytes this node warms (all, a plan file's node, or a plan it computes).
 //! - [`warm`]: parallel sequential reads into the page cache, residency before and after.
 //! - [`residency`]: `mincore` measurement and `fadvise` eviction.
@@ -18,6 +20,7 @@ pub mod doctor;
 pub mod error;
 pub mod gate;
 pub mod metrics;
+pub mod model_check;
 pub mod recheck;
 pub mod residency;
 pub mod server;

@@ -91,90 +91,101 @@ impl Metrics {
             recheck_failures: Counter::default(),
             recheck_failed: Family::default(),
         };
-        let r = &mut m.registry;
+        m.register_gate();
+        m.register_checks_and_warm();
+        m
+    }
+
+    /// The gate's own series: open, phase, wait, and the model it waited for.
+    fn register_gate(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "ferry_gate_open",
             "1 once the model is complete, verified (and warmed, if asked): the engine may start",
-            m.gate_open.clone(),
+            self.gate_open.clone(),
         );
         r.register(
             "ferry_state",
             "The gate's phase: 1 for the current one (waiting, verifying, warming, open, failed)",
-            m.state.clone(),
+            self.state.clone(),
         );
         r.register_with_unit(
             "ferry_wait",
             "Time from sidecar start until the completion manifest appeared (growing while absent)",
             Unit::Seconds,
-            m.wait_seconds.clone(),
+            self.wait_seconds.clone(),
         );
         r.register(
             "ferry_model_files",
             "Files the completion manifest lists",
-            m.model_files.clone(),
+            self.model_files.clone(),
         );
         r.register_with_unit(
             "ferry_model",
             "Bytes the completion manifest lists",
             Unit::Bytes,
-            m.model_bytes.clone(),
+            self.model_bytes.clone(),
         );
         r.register(
             "ferry_model_info",
             "The model being served: 1 with its repo, revision and commit as labels",
-            m.model_info.clone(),
+            self.model_info.clone(),
         );
+    }
+
+    /// What happened after the manifest appeared: verify, warm, preflight, re-checks.
+    fn register_checks_and_warm(&mut self) {
+        let r = &mut self.registry;
         r.register_with_unit(
             "ferry_verify",
             "How long validating the model took",
             Unit::Seconds,
-            m.verify_seconds.clone(),
+            self.verify_seconds.clone(),
         );
         r.register_with_unit(
             "ferry_warm_target",
             "Bytes this node is to warm (its plan's ranges, or the whole model)",
             Unit::Bytes,
-            m.warm_target_bytes.clone(),
+            self.warm_target_bytes.clone(),
         );
         r.register_with_unit(
             "ferry_warm",
             "Bytes read into the page cache so far",
             Unit::Bytes,
-            m.warm_bytes.clone(),
+            self.warm_bytes.clone(),
         );
         r.register_with_unit(
             "ferry_warm_duration",
             "How long warming took",
             Unit::Seconds,
-            m.warm_seconds.clone(),
+            self.warm_seconds.clone(),
         );
         r.register(
             "ferry_warm_bytes_per_second",
             "Warm throughput",
-            m.warm_bytes_per_second.clone(),
+            self.warm_bytes_per_second.clone(),
         );
         r.register(
             "ferry_residency_ratio",
             "Share of the bytes to warm that mincore found in the page cache after warming (0 until then)",
-            m.residency_ratio.clone(),
+            self.residency_ratio.clone(),
         );
         r.register(
             "ferry_preflight_finding",
             "A preflight check that failed (error: the gate stays shut) or warned: 1, with the \
              rule, the finding and its fix as labels",
-            m.preflight.clone(),
+            self.preflight.clone(),
         );
         r.register(
             "ferry_recheck_failures",
             "Times a re-check found the model changed after the gate opened, and shut it",
-            m.recheck_failures.clone(),
+            self.recheck_failures.clone(),
         );
         r.register(
             "ferry_recheck_failed",
             "1 while a re-check keeps the gate shut, with what it found as the reason label",
-            m.recheck_failed.clone(),
+            self.recheck_failed.clone(),
         );
-        m
     }
 
     /// Sets every series from `s` and encodes them.

@@ -75,7 +75,7 @@ impl Gate {
         let why = problem(dir, &m).or_else(|| {
             // Whole again after a shut: the full quick check (headers) before reopening.
             if failing {
-                crate::gate::check(dir, &m, false)
+                crate::model_check::check(dir, &m, false)
                     .err()
                     .map(|e| e.to_string())
             } else {
@@ -98,7 +98,7 @@ impl Gate {
             None if failing => {
                 tracing::info!("the model is whole again; reopening the gate");
                 g.phase = Phase::Open;
-                g.detail = crate::gate::open_detail(&m, dir);
+                g.detail = crate::model_check::open_detail(&m, dir);
                 g.recheck_failure = None;
             }
             None => {}

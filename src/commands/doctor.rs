@@ -272,7 +272,7 @@ fn print_model(m: &ModelFacts) {
 /// The facts of a hub repo before any weight is downloaded: the listing's weight sizes and its
 /// config.json, fetched alone (verified as every fetch is) into a private temporary directory.
 async fn from_hub(hub: &crate::args::Hub, spec: &str) -> anyhow::Result<ModelFacts> {
-    use ferry_fetcher::origin::{hub::list, OriginSpec};
+    use ferry_fetcher::origin::{hub_origin::list, OriginSpec};
     use ferry_fetcher::target::TargetSpec;
     let repo = hub.repo(spec)?;
     let snapshot = list(&repo, &[], &[])

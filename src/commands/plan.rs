@@ -160,7 +160,8 @@ fn read_file_list(path: &Path) -> anyhow::Result<Vec<SliceInput>> {
 /// order and selection, so the plan printed is the plan the pods compute.
 async fn hub_files(hub: &HubArgs, spec: &str) -> anyhow::Result<Vec<SliceInput>> {
     let repo = hub.hub.repo(spec)?;
-    let snapshot = ferry_fetcher::origin::hub::list(&repo, &hub.include, &hub.exclude).await?;
+    let snapshot =
+        ferry_fetcher::origin::hub_origin::list(&repo, &hub.include, &hub.exclude).await?;
     Ok(snapshot
         .files
         .into_iter()

@@ -118,6 +118,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             println!("               {p}");
         }
     }
+    print_writers(&s);
+    if let Some(age) = s.last_progress_seconds {
+        println!("  progress   last update {age}s ago");
+    }
+    println!("  => {}", s.verdict);
+    Ok(())
+}
+
+/// Who is writing, or left things behind: stray partial files, slices, their heartbeats, locks.
+fn print_writers(s: &ferry_sharder::status::Status) {
     for st in &s.stray {
         println!("  stray      {st} (partial file outside .ferry/: delete it)");
     }
@@ -161,9 +171,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             l.started_at.as_deref().unwrap_or("?")
         );
     }
-    if let Some(age) = s.last_progress_seconds {
-        println!("  progress   last update {age}s ago");
-    }
-    println!("  => {}", s.verdict);
-    Ok(())
 }

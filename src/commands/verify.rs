@@ -36,7 +36,7 @@ pub struct Args {
 /// The manifest the hub implies for `spec` (ORG/NAME[@REV]): every file with its size and hash.
 async fn manifest_from_hub(args: &Args, spec: &str) -> anyhow::Result<Manifest> {
     let repo = args.hub.repo(spec)?;
-    let snapshot = ferry_fetcher::origin::hub::list(&repo, &args.include, &[]).await?;
+    let snapshot = ferry_fetcher::origin::hub_origin::list(&repo, &args.include, &[]).await?;
     Ok(snapshot.manifest(repo.kind.id()))
 }
 

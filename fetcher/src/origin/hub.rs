@@ -1,9 +1,8 @@
-//! A model hub, Hugging Face or ModelScope: the two differ only in how they resolve a revision
-//! to a commit and file list, how they name a file's bytes, and how they say no ([`super::hf`],
-//! [`super::modelscope`]); this module holds what they share (the kind, the `ORG/NAME[@REV]`
-//! spec, the API client with its retries) and the hub [`Origin`].
+//! A model hub, Hugging Face or ModelScope: what the two protocols ([`super::hf`],
+//! [`super::modelscope`]) share: the kind, the `ORG/NAME[@REV]` spec, the API client with its
+//! retries, and the errors that say what to do. The hub as an origin of a fetch, which picks the
+//! protocol, is [`super::hub_origin`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
@@ -11,12 +10,10 @@ use reqwest::Method;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use super::{hf, modelscope, Origin, Ranges, Refused};
+use super::Refused;
 use crate::auth::Secret;
 use crate::error::{Error, Result};
 use crate::http::{display_url, Http};
-use crate::select::Selection;
-use crate::snapshot::{RemoteFile, Snapshot};
 
 /// How long an API call may take to answer.
 const API_TIMEOUT: Duration = Duration::from_secs(60);
@@ -160,31 +157,6 @@ impl Hub {
             endpoint,
             http,
         })
-    }
-
-    /// Resolves `revision` to a commit and its file list.
-    pub async fn resolve(&self, repo: &str, revision: &str) -> Result<Snapshot> {
-        check_repo_id(repo)?;
-        match self.kind {
-            HubKind::HuggingFace => hf::resolve(self, repo, revision).await,
-            HubKind::ModelScope => modelscope::resolve(self, repo, revision).await,
-        }
-    }
-
-    /// The URL whose body is the file's bytes at `commit`.
-    pub fn file_url(&self, repo: &str, commit: &str, path: &str) -> Url {
-        match self.kind {
-            HubKind::HuggingFace => hf::file_url(self, repo, commit, path),
-            HubKind::ModelScope => modelscope::file_url(self, repo, commit, path),
-        }
-    }
-
-    /// Turns a refusal from the hub into the error that says what to do.
-    pub fn refusal(&self, repo: &str, revision: &str, r: &Refused<'_>) -> Error {
-        match self.kind {
-            HubKind::HuggingFace => hf::refusal(self, repo, revision, r),
-            HubKind::ModelScope => modelscope::refusal(self, repo, revision, r),
-        }
     }
 
     pub(crate) fn api_url(&self, path_and_query: &str) -> Result<Url> {
@@ -358,7 +330,7 @@ impl std::fmt::Display for ApiError {
 }
 
 /// `ORG/NAME` with no path tricks: the repo id becomes part of URLs.
-fn check_repo_id(repo: &str) -> Result<()> {
+pub(super) fn check_repo_id(repo: &str) -> Result<()> {
     let parts: Vec<&str> = repo.split('/').collect();
     let ok = parts.len() == 2
         && parts.iter().all(|p| {
@@ -380,90 +352,4 @@ fn check_repo_id(repo: &str) -> Result<()> {
 /// A 40-hex commit id.
 pub fn is_commit(rev: &str) -> bool {
     rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// A repo on a hub as the origin of a fetch.
-pub struct HubOrigin {
-    pub hub: Hub,
-    pub repo: HubRepo,
-}
-
-impl HubOrigin {
-    pub fn new(repo: HubRepo, token: Option<Secret>) -> Result<HubOrigin> {
-        let hub = Hub::new(repo.kind, &repo.endpoint(), token)?;
-        Ok(HubOrigin { hub, repo })
-    }
-}
-
-impl Origin for HubOrigin {
-    fn id(&self) -> &'static str {
-        self.repo.kind.id()
-    }
-
-    fn name(&self) -> &'static str {
-        self.repo.kind.display_name()
-    }
-
-    fn repo(&self) -> String {
-        self.repo.repo.clone()
-    }
-
-    fn revision(&self) -> Option<&str> {
-        self.repo.revision.as_deref()
-    }
-
-    fn hf_metadata(&self) -> bool {
-        self.repo.kind == HubKind::HuggingFace
-    }
-
-    async fn resolve(&self, pinned: Option<&str>) -> Result<Snapshot> {
-        let revision = self.repo.revision();
-        let snapshot = self
-            .hub
-            .resolve(&self.repo.repo, pinned.unwrap_or(revision))
-            .await?;
-        // The revision asked for is what the manifest records, also when a pin was fetched.
-        Ok(Snapshot {
-            revision: revision.to_string(),
-            ..snapshot
-        })
-    }
-
-    async fn open(&self, snapshot: &Snapshot) -> Result<Arc<dyn Ranges>> {
-        Ok(Arc::new(HubRanges {
-            hub: self.hub.clone(),
-            repo: snapshot.repo.clone(),
-            commit: snapshot.commit.clone(),
-        }))
-    }
-}
-
-/// The bytes of one commit's files on a hub.
-struct HubRanges {
-    hub: Hub,
-    repo: String,
-    commit: String,
-}
-
-impl Ranges for HubRanges {
-    fn http(&self) -> &Http {
-        &self.hub.http
-    }
-
-    fn file_url(&self, file: &RemoteFile) -> Url {
-        self.hub.file_url(&self.repo, &self.commit, &file.path)
-    }
-
-    fn refusal(&self, r: &Refused<'_>) -> Error {
-        self.hub.refusal(&self.repo, &self.commit, r)
-    }
-}
-
-/// What `ferry fetch` would take for `repo` (with the environment's token), after
-/// --include/--exclude: for commands that plan or check against a repo without fetching it.
-pub async fn list(repo: &HubRepo, include: &[String], exclude: &[String]) -> Result<Snapshot> {
-    let hub = Hub::new(repo.kind, &repo.endpoint(), repo.kind.token_from_env())?;
-    let snapshot = hub.resolve(&repo.repo, repo.revision()).await?;
-    let files = Selection::new(include, exclude)?.apply(&repo.repo, snapshot.files.clone())?;
-    Ok(Snapshot { files, ..snapshot })
 }

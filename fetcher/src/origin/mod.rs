@@ -9,6 +9,7 @@
 
 pub mod hf;
 pub mod hub;
+pub mod hub_origin;
 pub mod modelscope;
 pub mod ollama;
 pub mod s3;

@@ -24,7 +24,7 @@ use std::time::Instant;
 use crate::auth::Secret;
 use crate::error::{Error, Result};
 use crate::events::Reporter;
-use crate::origin::hub::HubOrigin;
+use crate::origin::hub_origin::HubOrigin;
 use crate::origin::ollama::{OllamaName, OllamaOrigin};
 use crate::origin::s3::S3Origin;
 use crate::origin::{Origin, OriginSpec};

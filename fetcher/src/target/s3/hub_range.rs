@@ -2,26 +2,36 @@
 //! the hub origin, redirects by hand), retries with backoff while the range keeps failing for
 //! less than `--retry-timeout`, and a stall timer on the body.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use reqwest::{Method, StatusCode};
 
-use super::Ctx;
 use crate::error::{Error, Result};
 use crate::http::display_url;
-use crate::origin::Refused;
+use crate::meter::Meter;
+use crate::origin::{Ranges, Refused};
 use crate::snapshot::RemoteFile;
 
-impl Ctx {
+/// What reading hub ranges needs: the origin's ranged access, the meter it counts into, and the
+/// retry and stall limits of `--retry-timeout` / `--stall-timeout`.
+pub(super) struct HubReader {
+    pub(super) ranges: Arc<dyn Ranges>,
+    pub(super) meter: Arc<Meter>,
+    pub(super) retry_timeout: Duration,
+    pub(super) stall_timeout: Duration,
+}
+
+impl HubReader {
     /// `[lo, hi)` of a hub file into memory, with retries, backoff and a stall timer.
-    pub(super) async fn hub_get(&self, f: &RemoteFile, lo: u64, hi: u64) -> Result<Bytes> {
+    pub(super) async fn get(&self, f: &RemoteFile, lo: u64, hi: u64) -> Result<Bytes> {
         let url = self.ranges.file_url(f);
         let mut delay = Duration::from_millis(200);
         let mut failing_since: Option<Instant> = None;
         let mut attempts = 0u32;
         loop {
-            let reason = match self.hub_attempt(f, &url, lo, hi).await {
+            let reason = match self.attempt(f, &url, lo, hi).await {
                 Ok(b) => {
                     self.meter.add_downloaded(b.len() as u64);
                     return Ok(b);
@@ -32,7 +42,7 @@ impl Ctx {
             attempts += 1;
             self.meter.retried();
             let since = *failing_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= self.opts.retry_timeout {
+            if since.elapsed() >= self.retry_timeout {
                 return Err(Error::Network {
                     url: display_url(&url),
                     attempts,
@@ -51,7 +61,7 @@ impl Ctx {
         }
     }
 
-    async fn hub_attempt(
+    async fn attempt(
         &self,
         f: &RemoteFile,
         url: &url::Url,
@@ -59,7 +69,7 @@ impl Ctx {
         hi: u64,
     ) -> std::result::Result<Bytes, HubFailure> {
         let http = self.ranges.http();
-        let stall = self.opts.stall_timeout;
+        let stall = self.stall_timeout;
         let answer = http
             .send(Method::GET, url.clone(), Some((lo, hi - 1)), stall)
             .await

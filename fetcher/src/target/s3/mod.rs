@@ -11,6 +11,7 @@
 //! Resume after kill -9: objects already in place are kept (their verified hub hash is in the
 //! `ferry-hash` user metadata); an open multipart upload is continued ([`multipart`], [`checkpoint`]).
 
+mod budget;
 mod checkpoint;
 mod hub_range;
 mod multipart;
@@ -19,13 +20,12 @@ pub mod sha256;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use ferry_sharder::Manifest;
 use futures_util::{StreamExt, TryStreamExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Target;
 use crate::error::{Error, Result};
@@ -35,7 +35,10 @@ use crate::origin::Ranges;
 use crate::s3::{S3Url, MANIFEST, S3};
 use crate::snapshot::{RemoteFile, Snapshot};
 use crate::transfer::TransferOptions;
-use objects::{delete, mismatch, put, sha256_b64, META_HASH};
+use budget::{Counts, PartBudget};
+use hub_range::HubReader;
+use multipart::Multipart;
+use objects::{delete, mismatch, put, sha256_b64, Prefix, META_HASH};
 
 /// S3's limits: parts of 5 MiB to 5 GiB (the last may be smaller), at most 10,000 per upload.
 const MIN_PART: u64 = 5 << 20;
@@ -121,27 +124,33 @@ impl Target for S3Target {
     ) -> Result<()> {
         let part_size = part_size_for(self.opts.chunk_size, 0);
         todo.sort_by_key(|f| (f.size > part_size, f.path.clone()));
-        let ctx = Arc::new(Ctx {
-            s3: self.s3.clone(),
-            dest: self.dest.clone(),
-            ranges,
-            opts: self.opts.clone(),
-            meter: Arc::clone(meter),
-            parts: Arc::new(Semaphore::new(self.in_flight)),
-            in_flight: self.in_flight,
+        let up = Arc::new(Multipart {
+            prefix: Prefix {
+                s3: self.s3.clone(),
+                dest: self.dest.clone(),
+            },
+            hub: HubReader {
+                ranges,
+                meter: Arc::clone(meter),
+                retry_timeout: self.opts.retry_timeout,
+                stall_timeout: self.opts.stall_timeout,
+            },
+            budget: PartBudget::new(self.in_flight),
             counts: Counts::default(),
+            meter: Arc::clone(meter),
         });
+        let chunk_size = self.opts.chunk_size;
         futures_util::stream::iter(todo.into_iter().map(|f| {
-            let ctx = Arc::clone(&ctx);
-            async move { ctx.upload_file(&f).await }
+            let up = Arc::clone(&up);
+            async move { upload_file(&up, chunk_size, &f).await }
         }))
         .buffer_unordered(self.opts.jobs.max(1))
         .try_collect::<Vec<()>>()
         .await?;
         tracing::info!(
             "s3 sink: {} parts uploaded, {} parts kept from an earlier run, {} bytes from the hub",
-            ctx.counts.uploaded.load(Ordering::Relaxed),
-            ctx.counts.kept.load(Ordering::Relaxed),
+            up.counts.uploaded.load(Ordering::Relaxed),
+            up.counts.kept.load(Ordering::Relaxed),
             meter.downloaded()
         );
         Ok(())
@@ -182,107 +191,79 @@ pub fn part_size_for(chunk: u64, file_size: u64) -> u64 {
     want.max(needed).div_ceil(mib) * mib
 }
 
-/// What the upload of every file shares.
-struct Ctx {
-    s3: S3,
-    dest: S3Url,
-    ranges: Arc<dyn Ranges>,
-    opts: TransferOptions,
-    meter: Arc<Meter>,
-    /// Part buffers in flight, across all files: the memory bound.
-    parts: Arc<Semaphore>,
-    in_flight: usize,
-    counts: Counts,
+/// Uploads one file: in one PutObject when it fits a part, else as a multipart upload (tried a
+/// second time when the whole-file hash does not match).
+async fn upload_file(up: &Arc<Multipart>, chunk_size: u64, f: &RemoteFile) -> Result<()> {
+    up.meter.file_started(&f.path);
+    let part_size = part_size_for(chunk_size, f.size);
+    let result = if f.size <= part_size {
+        put_small(up, f).await
+    } else {
+        match up.put_multipart(f, part_size).await {
+            // The aborted upload is gone: like the hub flow, try the whole file once more.
+            Err(Error::HashMismatch { .. }) => {
+                tracing::warn!(
+                    "{}: {} mismatch after streaming it from the hub; uploading it again",
+                    f.path,
+                    f.hash.algorithm()
+                );
+                up.put_multipart(f, part_size).await
+            }
+            other => other,
+        }
+    };
+    up.meter.file_ended(&f.path, result.is_ok());
+    result
 }
 
-#[derive(Default)]
-struct Counts {
-    uploaded: AtomicU64,
-    kept: AtomicU64,
-}
-
-impl Ctx {
-    async fn upload_file(self: &Arc<Self>, f: &RemoteFile) -> Result<()> {
-        self.meter.file_started(&f.path);
-        let part_size = part_size_for(self.opts.chunk_size, f.size);
-        let result = if f.size <= part_size {
-            self.put_small(f).await
+/// A file of one part: fetched whole, verified, then one PutObject with its checksum. Uses the
+/// multipart upload's prefix, hub reader, part budget and counters.
+async fn put_small(up: &Multipart, f: &RemoteFile) -> Result<()> {
+    let key = up.prefix.dest.key(&f.path);
+    let _permit = up.budget.permit().await?;
+    let mut attempt = 0;
+    let bytes = loop {
+        let bytes = if f.size == 0 {
+            Bytes::new()
         } else {
-            match self.put_multipart(f, part_size).await {
-                // The aborted upload is gone: like the hub flow, try the whole file once more.
-                Err(Error::HashMismatch { .. }) => {
-                    tracing::warn!(
-                        "{}: {} mismatch after streaming it from the hub; uploading it again",
-                        f.path,
-                        f.hash.algorithm()
-                    );
-                    self.put_multipart(f, part_size).await
-                }
-                other => other,
-            }
+            up.hub.get(f, 0, f.size).await?
         };
-        self.meter.file_ended(&f.path, result.is_ok());
-        result
-    }
-
-    /// A file of one part: fetched whole, verified, then one PutObject with its checksum.
-    async fn put_small(&self, f: &RemoteFile) -> Result<()> {
-        let key = self.dest.key(&f.path);
-        let _permit = self.permit().await?;
-        let mut attempt = 0;
-        let bytes = loop {
-            let bytes = if f.size == 0 {
-                Bytes::new()
-            } else {
-                self.hub_get(f, 0, f.size).await?
-            };
-            let (expected, size) = (f.hash.clone(), f.size);
-            let (actual, bytes) = tokio::task::spawn_blocking(move || {
-                let mut h = expected.hasher(size);
-                h.update(&bytes);
-                (h.finish(), bytes)
-            })
-            .await
-            .map_err(|e| Error::Task {
-                task: "hash task",
-                message: e.to_string(),
-            })?;
-            if actual == f.hash {
-                break bytes;
-            }
-            attempt += 1;
-            if attempt >= 2 {
-                return Err(mismatch(f, &actual));
-            }
-            tracing::warn!(
-                "{}: {} mismatch from the hub; fetching it again",
-                f.path,
-                f.hash.algorithm()
-            );
-        };
-        let sha = sha256_b64(bytes.clone()).await?;
-        put(
-            &self.s3,
-            &self.dest.bucket,
-            &key,
-            bytes,
-            &sha,
-            Some(&f.hash),
-        )
-        .await?;
-        self.counts.uploaded.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    async fn permit(&self) -> Result<OwnedSemaphorePermit> {
-        Arc::clone(&self.parts)
-            .acquire_owned()
-            .await
-            .map_err(|e| Error::Task {
-                task: "part budget",
-                message: e.to_string(),
-            })
-    }
+        let (expected, size) = (f.hash.clone(), f.size);
+        let (actual, bytes) = tokio::task::spawn_blocking(move || {
+            let mut h = expected.hasher(size);
+            h.update(&bytes);
+            (h.finish(), bytes)
+        })
+        .await
+        .map_err(|e| Error::Task {
+            task: "hash task",
+            message: e.to_string(),
+        })?;
+        if actual == f.hash {
+            break bytes;
+        }
+        attempt += 1;
+        if attempt >= 2 {
+            return Err(mismatch(f, &actual));
+        }
+        tracing::warn!(
+            "{}: {} mismatch from the hub; fetching it again",
+            f.path,
+            f.hash.algorithm()
+        );
+    };
+    let sha = sha256_b64(bytes.clone()).await?;
+    put(
+        &up.prefix.s3,
+        &up.prefix.dest.bucket,
+        &key,
+        bytes,
+        &sha,
+        Some(&f.hash),
+    )
+    .await?;
+    up.counts.uploaded.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }
 
 /// An existing manifest for the same commit whose files are all listed at their sizes.

@@ -20,11 +20,14 @@ use ferry_sharder::FileHash;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
+use super::budget::{Counts, PartBudget};
+use super::checkpoint::{checkpoint_key, read_checkpoint, save_checkpoints};
 use super::checkpoint::{Checkpoint, Event, Running};
-use super::objects::{delete, mismatch, sha256_b64, META_HASH};
+use super::hub_range::HubReader;
+use super::objects::{delete, mismatch, sha256_b64, Prefix, META_HASH};
 use super::sha256::ResumableSha256;
-use super::Ctx;
 use crate::error::{Error, Result};
+use crate::meter::Meter;
 use crate::snapshot::RemoteFile;
 
 /// One fetched part, holding its share of the memory budget until uploaded.
@@ -35,13 +38,23 @@ struct Fetched {
     permit: OwnedSemaphorePermit,
 }
 
-impl Ctx {
+/// What a multipart upload needs: where it goes, where its bytes come from, the part budget it
+/// shares with every other file, and the counters it reports into.
+pub(super) struct Multipart {
+    pub(super) prefix: Prefix,
+    pub(super) hub: HubReader,
+    pub(super) budget: PartBudget,
+    pub(super) counts: Counts,
+    pub(super) meter: Arc<Meter>,
+}
+
+impl Multipart {
     pub(super) async fn put_multipart(
         self: &Arc<Self>,
         f: &RemoteFile,
         part_size: u64,
     ) -> Result<()> {
-        let key = self.dest.key(&f.path);
+        let key = self.prefix.dest.key(&f.path);
         let n_parts = f.size.div_ceil(part_size) as i32;
         let (upload_id, parts_done, running, on_server, part_sha256) =
             self.open_upload(f, part_size).await?;
@@ -70,7 +83,7 @@ impl Ctx {
                 sha256: running.save(),
                 part_sha256,
             };
-            tokio::spawn(async move { ctx.save_checkpoints(cp, &mut rx).await })
+            tokio::spawn(async move { save_checkpoints(&ctx.prefix, cp, &mut rx).await })
         };
 
         let running = self
@@ -113,8 +126,8 @@ impl Ctx {
             .map(|n| {
                 let (lo, hi) = range(n);
                 async move {
-                    let permit = self.permit().await?;
-                    let bytes = self.hub_get(f, lo, hi).await?;
+                    let permit = self.budget.permit().await?;
+                    let bytes = self.hub.get(f, lo, hi).await?;
                     let sha256_b64 = sha256_b64(bytes.clone()).await?;
                     Ok::<_, Error>(Fetched {
                         number: n,
@@ -124,7 +137,7 @@ impl Ctx {
                     })
                 }
             })
-            .buffered(self.in_flight);
+            .buffered(self.budget.in_flight);
         let mut running = running;
         let mut uploads = tokio::task::JoinSet::new();
         while let Some(part) = fetched.next().await {
@@ -191,7 +204,12 @@ impl Ctx {
         if actual != f.hash {
             // Never complete an object whose bytes differ from the hub's.
             self.abort(key, upload_id).await;
-            let _ = delete(&self.s3, &self.dest.bucket, &self.checkpoint_key(&f.path)).await;
+            let _ = delete(
+                &self.prefix.s3,
+                &self.prefix.dest.bucket,
+                &checkpoint_key(&self.prefix.dest, &f.path),
+            )
+            .await;
             return Err(mismatch(f, &actual));
         }
         if parts.len() != n_parts as usize {
@@ -204,10 +222,11 @@ impl Ctx {
                 ),
             });
         }
-        self.s3
+        self.prefix
+            .s3
             .client
             .complete_multipart_upload()
-            .bucket(&self.dest.bucket)
+            .bucket(&self.prefix.dest.bucket)
             .key(key)
             .upload_id(upload_id)
             .multipart_upload(
@@ -218,14 +237,19 @@ impl Ctx {
             .send()
             .await
             .map_err(|e| {
-                self.s3.error(
+                self.prefix.s3.error(
                     "s3:PutObject (CompleteMultipartUpload)",
-                    &self.dest.bucket,
+                    &self.prefix.dest.bucket,
                     key,
                     e,
                 )
             })?;
-        delete(&self.s3, &self.dest.bucket, &self.checkpoint_key(&f.path)).await?;
+        delete(
+            &self.prefix.s3,
+            &self.prefix.dest.bucket,
+            &checkpoint_key(&self.prefix.dest, &f.path),
+        )
+        .await?;
         Ok(())
     }
 
@@ -237,10 +261,10 @@ impl Ctx {
         f: &RemoteFile,
         part_size: u64,
     ) -> Result<(String, u32, Running, HashMap<i32, ServerPart>, Vec<String>)> {
-        let key = self.dest.key(&f.path);
-        let bucket = &self.dest.bucket;
+        let key = self.prefix.dest.key(&f.path);
+        let bucket = &self.prefix.dest.bucket;
         let open = self.open_uploads(&key).await?;
-        let cp = self.read_checkpoint(f, part_size).await;
+        let cp = read_checkpoint(&self.prefix, f, part_size).await;
         let mut chosen: Option<(String, u32, Running, Vec<String>)> = None;
         if let Some(cp) = cp.filter(|cp| open.iter().any(|(id, _)| *id == cp.upload_id)) {
             let running = match cp.sha256 {
@@ -293,6 +317,7 @@ impl Ctx {
             self.abort(&key, other).await;
         }
         let created = self
+            .prefix
             .s3
             .client
             .create_multipart_upload()
@@ -302,7 +327,7 @@ impl Ctx {
             .metadata(META_HASH, f.hash.to_string())
             .send()
             .await
-            .map_err(|e| self.s3.error("s3:PutObject", bucket, &key, e))?;
+            .map_err(|e| self.prefix.s3.error("s3:PutObject", bucket, &key, e))?;
         let id = created
             .upload_id()
             .ok_or_else(|| Error::S3 {
@@ -323,8 +348,9 @@ impl Ctx {
 
     /// The open multipart uploads of `key`, newest first.
     async fn open_uploads(&self, key: &str) -> Result<Vec<(String, i64)>> {
-        let bucket = &self.dest.bucket;
+        let bucket = &self.prefix.dest.bucket;
         let open = self
+            .prefix
             .s3
             .client
             .list_multipart_uploads()
@@ -333,7 +359,8 @@ impl Ctx {
             .send()
             .await
             .map_err(|e| {
-                self.s3
+                self.prefix
+                    .s3
                     .error("s3:ListBucketMultipartUploads", bucket, key, e)
             })?;
         let mut open: Vec<(String, i64)> = open
@@ -355,10 +382,11 @@ impl Ctx {
     /// stale-upload sweep removes it).
     async fn abort(&self, key: &str, upload_id: &str) {
         let _ = self
+            .prefix
             .s3
             .client
             .abort_multipart_upload()
-            .bucket(&self.dest.bucket)
+            .bucket(&self.prefix.dest.bucket)
             .key(key)
             .upload_id(upload_id)
             .send()
@@ -366,8 +394,9 @@ impl Ctx {
     }
 
     async fn list_parts(&self, key: &str, upload_id: &str) -> Result<HashMap<i32, ServerPart>> {
-        let bucket = &self.dest.bucket;
+        let bucket = &self.prefix.dest.bucket;
         let mut pages = self
+            .prefix
             .s3
             .client
             .list_parts()
@@ -378,8 +407,11 @@ impl Ctx {
             .send();
         let mut out = HashMap::new();
         while let Some(page) = pages.next().await {
-            let page =
-                page.map_err(|e| self.s3.error("s3:ListMultipartUploadParts", bucket, key, e))?;
+            let page = page.map_err(|e| {
+                self.prefix
+                    .s3
+                    .error("s3:ListMultipartUploadParts", bucket, key, e)
+            })?;
             for p in page.parts() {
                 let Some(n) = p.part_number() else { continue };
                 out.insert(
@@ -405,10 +437,11 @@ impl Ctx {
         upload_id: &str,
         part: &Fetched,
     ) -> Result<CompletedPart> {
-        let bucket = &self.dest.bucket;
+        let bucket = &self.prefix.dest.bucket;
         let mut attempt = 0;
         loop {
             let sent = self
+                .prefix
                 .s3
                 .client
                 .upload_part()
@@ -430,7 +463,11 @@ impl Ctx {
                         .checksum_sha256(&part.sha256_b64)
                         .build())
                 }
-                Err(e) => match self.s3.error("s3:PutObject (UploadPart)", bucket, key, e) {
+                Err(e) => match self
+                    .prefix
+                    .s3
+                    .error("s3:PutObject (UploadPart)", bucket, key, e)
+                {
                     // Bytes changed between our hash and the server's: send them once more.
                     Error::S3ChecksumRejected {
                         bucket,

@@ -1,5 +1,6 @@
-//! Single S3 object operations the uploads share: a PutObject with its sha256, a delete that
-//! treats "already gone" as done, and the errors for a hash that does not match.
+//! Single S3 object operations the uploads share: the destination [`Prefix`], a PutObject with
+//! its sha256, a delete that treats "already gone" as done, and the errors for a hash that does
+//! not match.
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumAlgorithm;
@@ -7,8 +8,15 @@ use bytes::Bytes;
 use ferry_sharder::FileHash;
 
 use crate::error::{blocking, Error, Result};
-use crate::s3::S3;
+use crate::s3::{S3Url, S3};
 use crate::snapshot::RemoteFile;
+
+/// Where the upload goes: the connected client and the `s3://BUCKET/PREFIX` destination.
+#[derive(Clone)]
+pub(super) struct Prefix {
+    pub(super) s3: S3,
+    pub(super) dest: S3Url,
+}
 
 /// User metadata on every object ferry writes: the hub hash it was verified against.
 pub(super) const META_HASH: &str = "ferry-hash";
