@@ -297,6 +297,7 @@ async fn from_hub(hub: &crate::args::Hub, spec: &str) -> anyhow::Result<ModelFac
         transfer: ferry_fetcher::transfer::TransferOptions::default(),
         slice: None,
         s3_endpoint: None,
+        offline: false,
     };
     let fetched = ferry_fetcher::fetch(
         opts,

@@ -17,7 +17,9 @@ use crate::progress::{Mode, Reporting};
 #[derive(clap::Args)]
 #[command(
     after_help = "Environment: HF_ENDPOINT, HF_TOKEN (or the token file `hf auth login` writes), \
-MODELSCOPE_ENDPOINT, MODELSCOPE_API_TOKEN. Flags override them."
+MODELSCOPE_ENDPOINT (or MODELSCOPE_DOMAIN), MODELSCOPE_API_TOKEN; HTTPS_PROXY, HTTP_PROXY, NO_PROXY; \
+SSL_CERT_FILE, SSL_CERT_DIR, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE (added to the trusted CAs); \
+HF_HUB_OFFLINE, FERRY_OFFLINE. Flags override them."
 )]
 pub struct Args {
     /// The repo, ORG/NAME or ORG/NAME@REV, or an S3 prefix s3://BUCKET/PREFIX to download from.
@@ -73,6 +75,10 @@ pub struct Args {
     /// Like --slice, with I taken from JOB_COMPLETION_INDEX (set by a Kubernetes Indexed Job).
     #[arg(long, value_name = "N")]
     slices: Option<u32>,
+    /// Use only what --to holds: no request at all; exit 0 when it holds the repo complete, else
+    /// fail at once (also FERRY_OFFLINE=1, and HF_HUB_OFFLINE=1 for Hugging Face).
+    #[arg(long)]
+    offline: bool,
     /// Machine-readable progress lines and a final summary on stdout.
     #[arg(long)]
     json: bool,
@@ -146,6 +152,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             retry_timeout: args.retry_timeout,
         },
         s3_endpoint: args.s3_endpoint.clone(),
+        offline: args.offline,
     };
     let summary = ferry_fetcher::fetch(opts, token, reporter)
         .await

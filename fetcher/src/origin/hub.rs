@@ -1,25 +1,26 @@
 //! A model hub, Hugging Face or ModelScope: the two differ only in how they resolve a revision
 //! to a commit and file list, how they name a file's bytes, and how they say no ([`super::hf`],
 //! [`super::modelscope`]); this module holds what they share (the kind, the `ORG/NAME[@REV]`
-//! spec, the API client with its retries) and the hub [`Origin`].
+//! spec, where the endpoint came from, the configured client) and the hub [`Origin`]. The API
+//! calls with their retries are in [`super::api`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::HeaderMap;
-use reqwest::Method;
-use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::{hf, modelscope, Origin, Ranges, Refused};
 use crate::auth::Secret;
 use crate::error::{Error, Result};
 use crate::http::{display_url, Http};
+use crate::net::{env, EndpointFrom};
 use crate::select::Selection;
 use crate::snapshot::{RemoteFile, Snapshot};
 
-/// How long an API call may take to answer.
-const API_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an API call may wait for an answer by default (`--stall-timeout` sets it for fetch).
+const API_STALL: Duration = Duration::from_secs(30);
+/// How long API calls keep retrying by default (`--retry-timeout` sets it for fetch).
+const API_RETRY: Duration = Duration::from_secs(600);
 
 /// Which hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,23 +62,37 @@ impl HubKind {
 
     /// The endpoint from the ecosystem's own variable, else the public hub.
     pub fn default_endpoint(self) -> String {
+        self.endpoint_from_env().0
+    }
+
+    /// The endpoint from the ecosystem's own variable (`HF_ENDPOINT`; `MODELSCOPE_ENDPOINT`, then
+    /// the older `MODELSCOPE_DOMAIN`), else the public hub, and which it was.
+    pub fn endpoint_from_env(self) -> (String, EndpointFrom) {
         match self {
-            HubKind::HuggingFace => std::env::var("HF_ENDPOINT")
-                .ok()
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "https://huggingface.co".into()),
-            HubKind::ModelScope => std::env::var("MODELSCOPE_ENDPOINT")
-                .ok()
-                .filter(|s| !s.is_empty())
-                .map(|s| {
+            HubKind::HuggingFace => match env::get(env::HF_ENDPOINT) {
+                Some(v) => (v, EndpointFrom::Env(env::HF_ENDPOINT)),
+                None => ("https://huggingface.co".into(), EndpointFrom::Default),
+            },
+            HubKind::ModelScope => {
+                let var = [env::MODELSCOPE_ENDPOINT, env::MODELSCOPE_DOMAIN]
+                    .into_iter()
+                    .find_map(|name| env::get(name).map(|v| (v, name)));
+                match var {
                     // The modelscope client prepends https:// to a bare host:port; so do we.
-                    if s.contains("://") {
-                        s
-                    } else {
-                        format!("https://{s}")
-                    }
-                })
-                .unwrap_or_else(|| "https://www.modelscope.cn".into()),
+                    Some((v, name)) if v.contains("://") => (v, EndpointFrom::Env(name)),
+                    Some((v, name)) => (format!("https://{v}"), EndpointFrom::Env(name)),
+                    None => ("https://www.modelscope.cn".into(), EndpointFrom::Default),
+                }
+            }
+        }
+    }
+
+    /// Other origins of the same hub that may see the token, as huggingface_hub allows:
+    /// `huggingface.co` and `hf.co` are one hub; nothing else is.
+    pub fn token_aliases(self) -> &'static [&'static str] {
+        match self {
+            HubKind::HuggingFace => &["https://huggingface.co", "https://hf.co"],
+            HubKind::ModelScope => &[],
         }
     }
 
@@ -127,9 +142,15 @@ impl HubRepo {
     }
 
     pub fn endpoint(&self) -> String {
-        self.endpoint
-            .clone()
-            .unwrap_or_else(|| self.kind.default_endpoint())
+        self.endpoint_spec().0
+    }
+
+    /// The hub URL and where it came from.
+    pub fn endpoint_spec(&self) -> (String, EndpointFrom) {
+        match &self.endpoint {
+            Some(e) => (e.clone(), EndpointFrom::Flag),
+            None => self.kind.endpoint_from_env(),
+        }
     }
 
     /// The revision asked for, else the default branch.
@@ -140,42 +161,65 @@ impl HubRepo {
     }
 }
 
-/// A configured hub: kind, endpoint and an HTTP client that carries the token to it alone.
+/// A configured hub: kind, endpoint (and where it came from), an HTTP client that carries the
+/// token to the hub alone, and the API calls' time limits.
 #[derive(Clone)]
 pub struct Hub {
     pub kind: HubKind,
     pub endpoint: Url,
+    pub from: EndpointFrom,
     pub http: Http,
+    /// How long an API call waits for an answer.
+    pub stall_timeout: Duration,
+    /// How long API calls keep retrying.
+    pub retry_timeout: Duration,
 }
 
 impl Hub {
-    pub fn new(kind: HubKind, endpoint: &str, token: Option<Secret>) -> Result<Self> {
+    pub fn new(
+        kind: HubKind,
+        (endpoint, from): (String, EndpointFrom),
+        token: Option<Secret>,
+    ) -> Result<Self> {
         let cookie = match kind {
             HubKind::HuggingFace => None,
             HubKind::ModelScope => Some("m_session_id"),
         };
-        let (endpoint, http) = Http::for_endpoint(endpoint, token, cookie)?;
+        let endpoint = crate::http::parse_endpoint(&endpoint).map_err(|e| match e {
+            Error::Usage(m) => Error::Usage(format!("{m} (from {from})")),
+            e => e,
+        })?;
+        let http = Http::new(&endpoint, kind.token_aliases(), token, cookie)?;
         Ok(Hub {
             kind,
             endpoint,
+            from,
             http,
+            stall_timeout: API_STALL,
+            retry_timeout: API_RETRY,
         })
     }
 
-    /// Resolves `revision` to a commit and its file list.
-    pub async fn resolve(&self, repo: &str, revision: &str) -> Result<Snapshot> {
+    /// Resolves `revision` to a commit and its file list; `pinned`: what another process (or an
+    /// earlier run) resolved it to, which must still hold.
+    pub async fn resolve(
+        &self,
+        repo: &str,
+        revision: &str,
+        pinned: Option<&str>,
+    ) -> Result<Snapshot> {
         check_repo_id(repo)?;
         match self.kind {
-            HubKind::HuggingFace => hf::resolve(self, repo, revision).await,
-            HubKind::ModelScope => modelscope::resolve(self, repo, revision).await,
+            HubKind::HuggingFace => hf::resolve(self, repo, pinned.unwrap_or(revision)).await,
+            HubKind::ModelScope => modelscope::resolve(self, repo, revision, pinned).await,
         }
     }
 
-    /// The URL whose body is the file's bytes at `commit`.
-    pub fn file_url(&self, repo: &str, commit: &str, path: &str) -> Url {
+    /// The URL whose body is the file's bytes in `snapshot`.
+    pub fn file_url(&self, repo: &str, commit: &str, revision: &str, path: &str) -> Url {
         match self.kind {
             HubKind::HuggingFace => hf::file_url(self, repo, commit, path),
-            HubKind::ModelScope => modelscope::file_url(self, repo, commit, path),
+            HubKind::ModelScope => modelscope::file_url(self, repo, commit, revision, path),
         }
     }
 
@@ -191,88 +235,6 @@ impl Hub {
         self.endpoint
             .join(path_and_query.trim_start_matches('/'))
             .map_err(|e| Error::Usage(format!("cannot build a URL from {path_and_query:?}: {e}")))
-    }
-
-    /// GETs a JSON API document with a few retries on network errors, 429 and 5xx.
-    /// Other statuses are returned as the hub's refusal.
-    pub(crate) async fn get_json<T: DeserializeOwned>(
-        &self,
-        url: Url,
-        repo: &str,
-        revision: &str,
-    ) -> Result<(T, HeaderMap)> {
-        use backon::{ExponentialBuilder, Retryable};
-        let attempt = || async {
-            let answer = self
-                .http
-                .send(Method::GET, url.clone(), None, API_TIMEOUT)
-                .await
-                .map_err(|e| Transient(e.to_string()))
-                .map_err(ApiError::Transient)?;
-            let status = answer.response.status();
-            let headers = answer.response.headers().clone();
-            let body = tokio::time::timeout(API_TIMEOUT, answer.response.bytes())
-                .await
-                .map_err(|_| ApiError::Transient(Transient("body timed out".into())))?
-                .map_err(|e| {
-                    ApiError::Transient(Transient(crate::http::describe_reqwest(&e.without_url())))
-                })?;
-            if status.as_u16() == 429 || status.is_server_error() {
-                return Err(ApiError::Transient(Transient(format!(
-                    "server answered {status}"
-                ))));
-            }
-            if !status.is_success() {
-                let text = String::from_utf8_lossy(&body).into_owned();
-                return Err(ApiError::Final(self.refusal(
-                    repo,
-                    revision,
-                    &Refused {
-                        path: None,
-                        status: status.as_u16(),
-                        headers: &headers,
-                        body: &text,
-                        url: &answer.url,
-                    },
-                )));
-            }
-            let value = serde_json::from_slice::<T>(&body).map_err(|e| {
-                ApiError::Final(Error::BadResponse {
-                    url: display_url(&answer.url),
-                    reason: format!("not the JSON expected: {e}"),
-                })
-            })?;
-            Ok((value, headers))
-        };
-        let started = std::time::Instant::now();
-        let mut attempts = 0u32;
-        let result = attempt
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(500))
-                    .with_max_delay(Duration::from_secs(8))
-                    .with_max_times(5)
-                    .with_jitter(),
-            )
-            .when(|e| matches!(e, ApiError::Transient(_)))
-            .notify(|e, dur| {
-                attempts += 1;
-                tracing::warn!(
-                    "{}: {e}; retrying in {:.1} s",
-                    display_url(&url),
-                    dur.as_secs_f64()
-                );
-            })
-            .await;
-        result.map_err(|e| match e {
-            ApiError::Final(e) => e,
-            ApiError::Transient(Transient(message)) => Error::Network {
-                url: display_url(&url),
-                attempts: attempts + 1,
-                seconds: started.elapsed().as_secs(),
-                message,
-            },
-        })
     }
 }
 
@@ -339,24 +301,6 @@ impl Say<'_> {
     }
 }
 
-#[derive(Debug)]
-struct Transient(String);
-
-#[derive(Debug)]
-enum ApiError {
-    Transient(Transient),
-    Final(Error),
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ApiError::Transient(Transient(m)) => f.write_str(m),
-            ApiError::Final(e) => write!(f, "{e}"),
-        }
-    }
-}
-
 /// `ORG/NAME` with no path tricks: the repo id becomes part of URLs.
 fn check_repo_id(repo: &str) -> Result<()> {
     let parts: Vec<&str> = repo.split('/').collect();
@@ -390,8 +334,16 @@ pub struct HubOrigin {
 
 impl HubOrigin {
     pub fn new(repo: HubRepo, token: Option<Secret>) -> Result<HubOrigin> {
-        let hub = Hub::new(repo.kind, &repo.endpoint(), token)?;
+        let hub = Hub::new(repo.kind, repo.endpoint_spec(), token)?;
         Ok(HubOrigin { hub, repo })
+    }
+
+    /// API calls wait `stall` for an answer and retry for `retry` at most (`--stall-timeout`,
+    /// `--retry-timeout`).
+    pub fn with_timeouts(mut self, stall: Duration, retry: Duration) -> HubOrigin {
+        self.hub.stall_timeout = stall;
+        self.hub.retry_timeout = retry;
+        self
     }
 }
 
@@ -418,10 +370,7 @@ impl Origin for HubOrigin {
 
     async fn resolve(&self, pinned: Option<&str>) -> Result<Snapshot> {
         let revision = self.repo.revision();
-        let snapshot = self
-            .hub
-            .resolve(&self.repo.repo, pinned.unwrap_or(revision))
-            .await?;
+        let snapshot = self.hub.resolve(&self.repo.repo, revision, pinned).await?;
         // The revision asked for is what the manifest records, also when a pin was fetched.
         Ok(Snapshot {
             revision: revision.to_string(),
@@ -429,11 +378,22 @@ impl Origin for HubOrigin {
         })
     }
 
+    async fn complete(&self, snapshot: Snapshot) -> Result<Snapshot> {
+        if self.repo.kind != HubKind::ModelScope
+            || snapshot.files.iter().all(|f| !f.hash.hex().is_empty())
+        {
+            return Ok(snapshot);
+        }
+        let files = modelscope::complete_hashes(&self.hub, &snapshot).await?;
+        Ok(Snapshot { files, ..snapshot })
+    }
+
     async fn open(&self, snapshot: &Snapshot) -> Result<Arc<dyn Ranges>> {
         Ok(Arc::new(HubRanges {
             hub: self.hub.clone(),
             repo: snapshot.repo.clone(),
             commit: snapshot.commit.clone(),
+            revision: snapshot.revision.clone(),
         }))
     }
 }
@@ -443,6 +403,8 @@ struct HubRanges {
     hub: Hub,
     repo: String,
     commit: String,
+    /// The branch or tag, for hubs that pin without a commit id (ModelScope).
+    revision: String,
 }
 
 impl Ranges for HubRanges {
@@ -451,7 +413,8 @@ impl Ranges for HubRanges {
     }
 
     fn file_url(&self, file: &RemoteFile) -> Url {
-        self.hub.file_url(&self.repo, &self.commit, &file.path)
+        self.hub
+            .file_url(&self.repo, &self.commit, &self.revision, &file.path)
     }
 
     fn refusal(&self, r: &Refused<'_>) -> Error {
@@ -462,8 +425,8 @@ impl Ranges for HubRanges {
 /// What `ferry fetch` would take for `repo` (with the environment's token), after
 /// --include/--exclude: for commands that plan or check against a repo without fetching it.
 pub async fn list(repo: &HubRepo, include: &[String], exclude: &[String]) -> Result<Snapshot> {
-    let hub = Hub::new(repo.kind, &repo.endpoint(), repo.kind.token_from_env())?;
-    let snapshot = hub.resolve(&repo.repo, repo.revision()).await?;
+    let hub = Hub::new(repo.kind, repo.endpoint_spec(), repo.kind.token_from_env())?;
+    let snapshot = hub.resolve(&repo.repo, repo.revision(), None).await?;
     let files = Selection::new(include, exclude)?.apply(&repo.repo, snapshot.files.clone())?;
     Ok(Snapshot { files, ..snapshot })
 }

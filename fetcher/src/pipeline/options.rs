@@ -20,6 +20,9 @@ pub struct FetchOptions {
     /// S3 endpoint for `s3://` origins and targets (`--s3-endpoint`); None: `AWS_ENDPOINT_URL_S3`,
     /// `AWS_ENDPOINT_URL`, else AWS itself.
     pub s3_endpoint: Option<String>,
+    /// `--offline`: answer from the target directory alone, no request (`FERRY_OFFLINE` and, for
+    /// Hugging Face, `HF_HUB_OFFLINE` turn it on too).
+    pub offline: bool,
 }
 
 impl FetchOptions {

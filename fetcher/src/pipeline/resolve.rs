@@ -17,6 +17,8 @@ pub async fn resolve<O: Origin>(
 ) -> Result<Arc<Snapshot>> {
     let snapshot = origin.resolve(pinned).await?;
     let files = Selection::new(include, exclude)?.apply(&origin.repo(), snapshot.files.clone())?;
+    let snapshot = origin.complete(Snapshot { files, ..snapshot }).await?;
+    let files = &snapshot.files;
     tracing::info!(
         "{} {} at {} ({}): {} files, {}",
         origin.name(),
@@ -26,5 +28,5 @@ pub async fn resolve<O: Origin>(
         files.len(),
         bytesize::ByteSize(files.iter().map(|f| f.size).sum())
     );
-    Ok(Arc::new(Snapshot { files, ..snapshot }))
+    Ok(Arc::new(snapshot))
 }

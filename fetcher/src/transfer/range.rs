@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use reqwest::header::{HeaderMap, CONTENT_RANGE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, CONTENT_RANGE};
 use reqwest::{Method, StatusCode};
 
 use super::budget::Budget;
@@ -63,7 +63,7 @@ pub async fn fetch_range(
     let mut attempts = 0u32;
     loop {
         let before = pos;
-        let failure = match attempt(eng, job, &mut pos, end).await {
+        let failure = match attempt(eng, job, start, &mut pos, end).await {
             Ok(()) => return Ok(()),
             Err(f) => f,
         };
@@ -113,6 +113,7 @@ fn new_backoff() -> impl Iterator<Item = Duration> {
 async fn attempt(
     eng: &RangeCtx,
     job: &FileJob,
+    start: u64,
     pos: &mut u64,
     end: u64,
 ) -> std::result::Result<(), Failure> {
@@ -134,19 +135,31 @@ async fn attempt(
     }
     match status {
         StatusCode::PARTIAL_CONTENT => check_content_range(&headers, *pos, job.remote.size)?,
-        StatusCode::OK if *pos == 0 => {}
-        StatusCode::OK => return Err(retry("server ignored the Range header")),
+        StatusCode::OK => {
+            // The server ignored the Range header and sent the whole file from byte 0 (ModelScope
+            // does so for small files). Take the body for what it is: skip to this range's start
+            // and write from there, so a body that starts at byte 0 is never appended at `pos`.
+            whole_file(&headers, job.remote.size)?;
+            if *pos != start {
+                tracing::debug!(
+                    "{}: the server ignored Range; taking bytes {start}- again from a whole-file answer",
+                    job.remote.path
+                );
+            }
+            *pos = start;
+            return receive(eng, job, pos, end, answer.response, start).await;
+        }
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
             eng.meter.throttled();
             return Err(Failure::Retry {
                 reason: format!("server answered {status} (rate limited)"),
-                wait: retry_after(&headers),
+                wait: crate::http::server_wait(status, &headers),
             });
         }
         s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
             return Err(Failure::Retry {
                 reason: format!("server answered {s}"),
-                wait: retry_after(&headers),
+                wait: crate::http::server_wait(s, &headers),
             })
         }
         s if off_hub && s.is_client_error() => {
@@ -172,16 +185,32 @@ async fn attempt(
         }
     }
 
-    receive(eng, job, pos, end, answer.response).await
+    receive(eng, job, pos, end, answer.response, 0).await
 }
 
-/// Streams the body of a range answer into the partial file from `*pos` up to `end`.
+/// A `200` must be the whole file: its `Content-Length`, when given, is the file's size.
+fn whole_file(headers: &HeaderMap, size: u64) -> std::result::Result<(), Failure> {
+    let length = headers
+        .get(reqwest::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match length {
+        Some(n) if n != size => Err(retry(format!(
+            "200 with {n} bytes to a Range request for a {size}-byte file"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Streams the body of a range answer into the partial file from `*pos` up to `end`, after
+/// dropping its first `skip` bytes (a whole-file answer to a request for a later range).
 async fn receive(
     eng: &RangeCtx,
     job: &FileJob,
     pos: &mut u64,
     end: u64,
     mut response: reqwest::Response,
+    mut skip: u64,
 ) -> std::result::Result<(), Failure> {
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUF);
     let stall = eng.stall_timeout;
@@ -209,7 +238,12 @@ async fn receive(
                     *pos + buf.len() as u64
                 )))
             }
-            Ok(Ok(Some(bytes))) => {
+            Ok(Ok(Some(mut bytes))) => {
+                if skip > 0 {
+                    let n = skip.min(bytes.len() as u64);
+                    bytes = bytes.slice(n as usize..);
+                    skip -= n;
+                }
                 let take = (bytes.len() as u64).min(want) as usize;
                 buf.extend_from_slice(&bytes[..take]);
                 if buf.len() >= WRITE_BUF {
@@ -277,40 +311,10 @@ fn check_content_range(
     }
 }
 
-/// How long the server asked us to wait: `Retry-After` (seconds), or the `t=` of a
-/// `RateLimit: "name";r=0;t=87` header.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let secs = headers
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .or_else(|| {
-            let rl = headers.get("ratelimit")?.to_str().ok()?;
-            rl.split(';')
-                .find_map(|p| p.trim().strip_prefix("t="))
-                .and_then(|t| t.trim().parse::<u64>().ok())
-        })?;
-    // Never sleep for absurd amounts on a server's say-so; the retry budget still applies.
-    Some(Duration::from_secs(secs.min(300)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
-
-    #[test]
-    fn retry_after_and_ratelimit() {
-        let mut h = HeaderMap::new();
-        assert_eq!(retry_after(&h), None);
-        h.insert(
-            "ratelimit",
-            HeaderValue::from_static("\"resolvers\";r=0;t=87"),
-        );
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(87)));
-        h.insert(RETRY_AFTER, HeaderValue::from_static("3"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-    }
 
     #[test]
     fn content_range_must_match() {
