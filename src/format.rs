@@ -32,7 +32,13 @@ pub fn duration(d: Duration) -> String {
 
 /// The first 12 hex digits of a commit, as git and the hubs show it.
 pub fn short_commit(commit: &str) -> &str {
-    commit.get(..12).unwrap_or(commit)
+    // A ModelScope pin by listing (`listing:<sha256>`) keeps its prefix, so it reads as one.
+    let keep = if commit.starts_with("listing:") {
+        20
+    } else {
+        12
+    };
+    commit.get(..keep).unwrap_or(commit)
 }
 
 #[cfg(test)]

@@ -20,6 +20,11 @@ struct Cli {
     /// More log output (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Also trust the CA certificates in this PEM file (repeatable), on top of the system's and
+    /// SSL_CERT_FILE / SSL_CERT_DIR / REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE: a private mirror's or a
+    /// TLS-inspecting proxy's CA.
+    #[arg(long, global = true, value_name = "FILE")]
+    ca_cert: Vec<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,6 +58,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(&cli.command, Command::Fetch(a) if a.quiet());
     init_tracing(if quiet { None } else { Some(cli.verbose) });
+    ferry_fetcher::net::tls::add_ca_files(cli.ca_cert.clone());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

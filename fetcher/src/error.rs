@@ -26,7 +26,7 @@ pub enum Error {
         repo: String,
         message: String,
     },
-    #[error("repository {repo} not found on {source_name} ({endpoint})\n  hint: check the spelling; a private repo also looks missing without a token that can read it")]
+    #[error("repository {repo} not found on {source_name} ({endpoint})\n  hint: check the spelling (ORG/NAME, e.g. deepseek-ai/DeepSeek-R1); the hub answers the same for a private repo to anyone without a token that can read it, so if it is private pass --token (or set HF_TOKEN / MODELSCOPE_API_TOKEN)")]
     RepoNotFound {
         source_name: &'static str,
         repo: String,
@@ -57,6 +57,46 @@ pub enum Error {
     },
     #[error("{url}: unexpected answer: {reason}")]
     BadResponse { url: String, reason: String },
+    #[error("cannot reach {endpoint} (endpoint from {from}){via}: {what}{detail}\n  hint: {hint}")]
+    Unreachable {
+        endpoint: String,
+        /// `--endpoint`, `HF_ENDPOINT`, ..., `the default`.
+        from: String,
+        /// ` through the proxy P (from HTTPS_PROXY)`, or empty.
+        via: String,
+        what: String,
+        /// `; after N attempts over S s`, or empty.
+        detail: String,
+        hint: String,
+        /// A timeout (exit 8) rather than a network failure (exit 6).
+        timeout: bool,
+    },
+    #[error("{url}: rate-limited by {source_name}: {message}\n  hint: many downloads at once share the hub's quota; wait and re-run (it resumes), stagger the pods, use a token (higher limits), or raise --retry-timeout to wait it out")]
+    RateLimited {
+        url: String,
+        source_name: &'static str,
+        message: String,
+    },
+    #[error("the ModelScope listing of {repo} at {revision:?} stops at {cap} entries in {root}, the service's cap, and that directory alone holds at least as many: the listing cannot be proven complete\n  hint: nothing was downloaded; ModelScope cannot list a directory of more than {cap} entries, so fetch this repo from Hugging Face (--source hf) or ask its owner to split the directory")]
+    ListingTruncated {
+        repo: String,
+        revision: String,
+        root: String,
+        cap: usize,
+    },
+    #[error("{repo} at {revision:?} changed since it was pinned ({pinned}; the hub lists {now} now)\n  hint: the branch moved while this fetch (or another slice of it) ran; re-run to fetch the new state, or pin a tag that does not move")]
+    PinMoved {
+        repo: String,
+        revision: String,
+        pinned: String,
+        now: String,
+    },
+    #[error("offline ({switch}): {what}\n  hint: {hint}")]
+    Offline {
+        switch: &'static str,
+        what: String,
+        hint: String,
+    },
     #[error("{path:?}: the listing says {listed} bytes, but {url} serves a file of {served} bytes (its Content-Range total)\n  hint: the hub's listing and the server behind it disagree (the file was replaced after the listing, or a proxy or mirror serves another object); retrying cannot fix that, so ferry stopped at once and published nothing under this name. Re-run later; if it repeats, check proxies or mirrors between here and the endpoint, or report it to the hub")]
     SizeMismatch {
         path: String,
@@ -276,9 +316,14 @@ impl Error {
             | Error::BadListing { .. }
             | Error::LinkInDir { .. }
             | Error::InvalidCheckpoint { .. } => ErrorKind::Verify,
-            Error::Http { .. } | Error::Network { .. } | Error::BadResponse { .. } => {
-                ErrorKind::Network
-            }
+            Error::Http { .. }
+            | Error::Network { .. }
+            | Error::BadResponse { .. }
+            | Error::RateLimited { .. } => ErrorKind::Network,
+            Error::Unreachable { timeout: true, .. } => ErrorKind::Timeout,
+            Error::Unreachable { .. } => ErrorKind::Network,
+            Error::ListingTruncated { .. } | Error::PinMoved { .. } => ErrorKind::Verify,
+            Error::Offline { .. } => ErrorKind::NotFound,
             Error::Locked { .. }
             | Error::LeaseLost { .. }
             | Error::NoSpace { .. }

@@ -21,6 +21,7 @@ pub mod events;
 pub mod http;
 pub mod lock;
 pub mod meter;
+pub mod net;
 pub mod origin;
 pub mod pipeline;
 pub mod s3;

@@ -298,6 +298,7 @@ async fn from_hub(hub: &crate::args::Hub, spec: &str) -> anyhow::Result<ModelFac
         slice: None,
         s3_endpoint: None,
         replace: false,
+        offline: false,
     };
     let fetched = ferry_fetcher::fetch(
         opts,

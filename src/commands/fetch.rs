@@ -17,8 +17,10 @@ use crate::progress::{Mode, Reporting};
 #[derive(clap::Args)]
 #[command(
     after_help = "Environment: HF_ENDPOINT, HF_TOKEN (or the token file `hf auth login` writes), \
-MODELSCOPE_ENDPOINT, MODELSCOPE_API_TOKEN, FERRY_OLLAMA_REGISTRY (the registry URL for ollama:// \
-names). Flags override them.\n\nollama://[HOST/][NAMESPACE/]MODEL[:TAG] (e.g. ollama://deepseek-r1:7b) \
+MODELSCOPE_ENDPOINT (or MODELSCOPE_DOMAIN), MODELSCOPE_API_TOKEN; HTTPS_PROXY, HTTP_PROXY, NO_PROXY; \
+SSL_CERT_FILE, SSL_CERT_DIR, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE (added to the trusted CAs); \
+HF_HUB_OFFLINE, FERRY_OFFLINE; FERRY_OLLAMA_REGISTRY (the registry URL for ollama:// names). \
+Flags override them.\n\nollama://[HOST/][NAMESPACE/]MODEL[:TAG] (e.g. ollama://deepseek-r1:7b) \
 fetches a tag from the Ollama registry into an Ollama models directory (OLLAMA_MODELS): \
 blobs/sha256-HEX, then manifests/HOST/NAMESPACE/MODEL/TAG last; --endpoint names the registry URL."
 )]
@@ -81,6 +83,10 @@ pub struct Args {
     /// files and fetch this one instead of refusing.
     #[arg(long)]
     replace: bool,
+    /// Use only what --to holds: no request at all; exit 0 when it holds the repo complete, else
+    /// fail at once (also FERRY_OFFLINE=1, and HF_HUB_OFFLINE=1 for Hugging Face).
+    #[arg(long)]
+    offline: bool,
     /// Machine-readable progress lines and a final summary on stdout.
     #[arg(long)]
     json: bool,
@@ -207,6 +213,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
         s3_endpoint: args.s3_endpoint.clone(),
         replace: args.replace,
+        offline: args.offline,
     };
     let summary = ferry_fetcher::fetch(opts, token, reporter)
         .await

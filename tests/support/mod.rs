@@ -115,7 +115,23 @@ pub fn ferry() -> Command {
         "MODELSCOPE_ENDPOINT",
         "MODELSCOPE_API_TOKEN",
         "FERRY_OLLAMA_REGISTRY",
+        "MODELSCOPE_DOMAIN",
         "RUST_LOG",
+        // The network as the developer's shell has it: proxies, CAs, offline switches.
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "HF_HUB_OFFLINE",
+        "FERRY_OFFLINE",
     ] {
         c.env_remove(var);
     }
@@ -183,6 +199,41 @@ pub fn model_files(dir: &Path) -> Vec<PathBuf> {
             !rel.starts_with(".ferry") && !rel.starts_with(".cache")
         })
         .collect()
+}
+
+/// The completion manifest of a model directory.
+pub fn manifest(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join(".ferry/manifest.json")).expect("manifest"))
+        .expect("manifest json")
+}
+
+/// Runs `cmd`, killing it after `limit` (a test of a time bound must not hang on a bug); the
+/// output and how long it ran.
+pub fn run_within(cmd: &mut Command, limit: std::time::Duration) -> (Output, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ferry");
+    let pid = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watching = std::sync::Arc::clone(&done);
+    std::thread::spawn(move || {
+        while started.elapsed() < limit {
+            if watching.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if !watching.load(std::sync::atomic::Ordering::SeqCst) {
+            // SAFETY: kill(2) on the child this test spawned and has not reaped yet.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    });
+    let out = child.wait_with_output().expect("wait ferry");
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    (out, started.elapsed())
 }
 
 /// Parses the `--json` summary line of a fetch.

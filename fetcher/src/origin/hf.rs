@@ -152,15 +152,17 @@ pub fn refusal(src: &Hub, repo: &str, revision: &str, r: &Refused<'_>) -> Error 
             .unwrap_or_else(|| format!("HTTP {status}"));
     }
     let say = Say { hub: src, repo };
+    // huggingface_hub's reading: the hub answers 401 for a missing repo and for a private one
+    // alike (with or without `X-Error-Code: RepoNotFound`), so both are "not found" with a hint
+    // about tokens; only a token the hub calls invalid is an authentication failure.
+    let bad_credentials = message == "Invalid credentials in Authorization header";
     match code.as_str() {
         "GatedRepo" => say.gated(message),
-        "RepoNotFound" if status == 401 && !src.http.has_token() => {
-            say.token("the repo is private or does not exist".into())
-        }
         "RepoNotFound" => say.repo_not_found(),
         "RevisionNotFound" => say.revision_not_found(revision),
         "EntryNotFound" => say.file_not_found(path, revision),
-        _ if status == 401 => say.token(message),
+        _ if status == 401 && (bad_credentials || src.http.has_token()) => say.token(message),
+        _ if status == 401 => say.repo_not_found(),
         _ => Error::Http {
             url: display_url(url),
             status,

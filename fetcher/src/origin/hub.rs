@@ -1,22 +1,25 @@
 //! A model hub, Hugging Face or ModelScope: what the two protocols ([`super::hf`],
-//! [`super::modelscope`]) share: the kind, the `ORG/NAME[@REV]` spec, the API client with its
-//! retries, and the errors that say what to do. The hub as an origin of a fetch, which picks the
-//! protocol, is [`super::hub_origin`].
+//! [`super::modelscope`]) share: the kind, the `ORG/NAME[@REV]` spec, where the endpoint came
+//! from, the configured client, and the errors that say what to do. The API calls with their
+//! retries are in [`super::api`]; the hub as an origin of a fetch, which picks the protocol, is
+//! [`super::hub_origin`].
 
 use std::time::Duration;
 
-use reqwest::header::HeaderMap;
-use reqwest::Method;
-use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::Refused;
 use crate::auth::Secret;
 use crate::error::{Error, Result};
 use crate::http::{display_url, Http};
+use crate::net::{env, EndpointFrom};
+use crate::select::Selection;
+use crate::snapshot::{RemoteFile, Snapshot};
 
-/// How long an API call may take to answer.
-const API_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an API call may wait for an answer by default (`--stall-timeout` sets it for fetch).
+const API_STALL: Duration = Duration::from_secs(30);
+/// How long API calls keep retrying by default (`--retry-timeout` sets it for fetch).
+const API_RETRY: Duration = Duration::from_secs(600);
 
 /// Which hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,23 +61,37 @@ impl HubKind {
 
     /// The endpoint from the ecosystem's own variable, else the public hub.
     pub fn default_endpoint(self) -> String {
+        self.endpoint_from_env().0
+    }
+
+    /// The endpoint from the ecosystem's own variable (`HF_ENDPOINT`; `MODELSCOPE_ENDPOINT`, then
+    /// the older `MODELSCOPE_DOMAIN`), else the public hub, and which it was.
+    pub fn endpoint_from_env(self) -> (String, EndpointFrom) {
         match self {
-            HubKind::HuggingFace => std::env::var("HF_ENDPOINT")
-                .ok()
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "https://huggingface.co".into()),
-            HubKind::ModelScope => std::env::var("MODELSCOPE_ENDPOINT")
-                .ok()
-                .filter(|s| !s.is_empty())
-                .map(|s| {
+            HubKind::HuggingFace => match env::get(env::HF_ENDPOINT) {
+                Some(v) => (v, EndpointFrom::Env(env::HF_ENDPOINT)),
+                None => ("https://huggingface.co".into(), EndpointFrom::Default),
+            },
+            HubKind::ModelScope => {
+                let var = [env::MODELSCOPE_ENDPOINT, env::MODELSCOPE_DOMAIN]
+                    .into_iter()
+                    .find_map(|name| env::get(name).map(|v| (v, name)));
+                match var {
                     // The modelscope client prepends https:// to a bare host:port; so do we.
-                    if s.contains("://") {
-                        s
-                    } else {
-                        format!("https://{s}")
-                    }
-                })
-                .unwrap_or_else(|| "https://www.modelscope.cn".into()),
+                    Some((v, name)) if v.contains("://") => (v, EndpointFrom::Env(name)),
+                    Some((v, name)) => (format!("https://{v}"), EndpointFrom::Env(name)),
+                    None => ("https://www.modelscope.cn".into(), EndpointFrom::Default),
+                }
+            }
+        }
+    }
+
+    /// Other origins of the same hub that may see the token, as huggingface_hub allows:
+    /// `huggingface.co` and `hf.co` are one hub; nothing else is.
+    pub fn token_aliases(self) -> &'static [&'static str] {
+        match self {
+            HubKind::HuggingFace => &["https://huggingface.co", "https://hf.co"],
+            HubKind::ModelScope => &[],
         }
     }
 
@@ -124,9 +141,15 @@ impl HubRepo {
     }
 
     pub fn endpoint(&self) -> String {
-        self.endpoint
-            .clone()
-            .unwrap_or_else(|| self.kind.default_endpoint())
+        self.endpoint_spec().0
+    }
+
+    /// The hub URL and where it came from.
+    pub fn endpoint_spec(&self) -> (String, EndpointFrom) {
+        match &self.endpoint {
+            Some(e) => (e.clone(), EndpointFrom::Flag),
+            None => self.kind.endpoint_from_env(),
+        }
     }
 
     /// The revision asked for, else the default branch.
@@ -137,25 +160,42 @@ impl HubRepo {
     }
 }
 
-/// A configured hub: kind, endpoint and an HTTP client that carries the token to it alone.
+/// A configured hub: kind, endpoint (and where it came from), an HTTP client that carries the
+/// token to the hub alone, and the API calls' time limits.
 #[derive(Clone)]
 pub struct Hub {
     pub kind: HubKind,
     pub endpoint: Url,
+    pub from: EndpointFrom,
     pub http: Http,
+    /// How long an API call waits for an answer.
+    pub stall_timeout: Duration,
+    /// How long API calls keep retrying.
+    pub retry_timeout: Duration,
 }
 
 impl Hub {
-    pub fn new(kind: HubKind, endpoint: &str, token: Option<Secret>) -> Result<Self> {
+    pub fn new(
+        kind: HubKind,
+        (endpoint, from): (String, EndpointFrom),
+        token: Option<Secret>,
+    ) -> Result<Self> {
         let cookie = match kind {
             HubKind::HuggingFace => None,
             HubKind::ModelScope => Some("m_session_id"),
         };
-        let (endpoint, http) = Http::for_endpoint(endpoint, token, cookie)?;
+        let endpoint = crate::http::parse_endpoint(&endpoint).map_err(|e| match e {
+            Error::Usage(m) => Error::Usage(format!("{m} (from {from})")),
+            e => e,
+        })?;
+        let http = Http::new(&endpoint, kind.token_aliases(), token, cookie)?;
         Ok(Hub {
             kind,
             endpoint,
+            from,
             http,
+            stall_timeout: API_STALL,
+            retry_timeout: API_RETRY,
         })
     }
 
@@ -163,88 +203,6 @@ impl Hub {
         self.endpoint
             .join(path_and_query.trim_start_matches('/'))
             .map_err(|e| Error::Usage(format!("cannot build a URL from {path_and_query:?}: {e}")))
-    }
-
-    /// GETs a JSON API document with a few retries on network errors, 429 and 5xx.
-    /// Other statuses are returned as the hub's refusal.
-    pub(crate) async fn get_json<T: DeserializeOwned>(
-        &self,
-        url: Url,
-        repo: &str,
-        revision: &str,
-    ) -> Result<(T, HeaderMap)> {
-        use backon::{ExponentialBuilder, Retryable};
-        let attempt = || async {
-            let answer = self
-                .http
-                .send(Method::GET, url.clone(), None, API_TIMEOUT)
-                .await
-                .map_err(|e| Transient(e.to_string()))
-                .map_err(ApiError::Transient)?;
-            let status = answer.response.status();
-            let headers = answer.response.headers().clone();
-            let body = tokio::time::timeout(API_TIMEOUT, answer.response.bytes())
-                .await
-                .map_err(|_| ApiError::Transient(Transient("body timed out".into())))?
-                .map_err(|e| {
-                    ApiError::Transient(Transient(crate::http::describe_reqwest(&e.without_url())))
-                })?;
-            if status.as_u16() == 429 || status.is_server_error() {
-                return Err(ApiError::Transient(Transient(format!(
-                    "server answered {status}"
-                ))));
-            }
-            if !status.is_success() {
-                let text = String::from_utf8_lossy(&body).into_owned();
-                return Err(ApiError::Final(self.refusal(
-                    repo,
-                    revision,
-                    &Refused {
-                        path: None,
-                        status: status.as_u16(),
-                        headers: &headers,
-                        body: &text,
-                        url: &answer.url,
-                    },
-                )));
-            }
-            let value = serde_json::from_slice::<T>(&body).map_err(|e| {
-                ApiError::Final(Error::BadResponse {
-                    url: display_url(&answer.url),
-                    reason: format!("not the JSON expected: {e}"),
-                })
-            })?;
-            Ok((value, headers))
-        };
-        let started = std::time::Instant::now();
-        let mut attempts = 0u32;
-        let result = attempt
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(500))
-                    .with_max_delay(Duration::from_secs(8))
-                    .with_max_times(5)
-                    .with_jitter(),
-            )
-            .when(|e| matches!(e, ApiError::Transient(_)))
-            .notify(|e, dur| {
-                attempts += 1;
-                tracing::warn!(
-                    "{}: {e}; retrying in {:.1} s",
-                    display_url(&url),
-                    dur.as_secs_f64()
-                );
-            })
-            .await;
-        result.map_err(|e| match e {
-            ApiError::Final(e) => e,
-            ApiError::Transient(Transient(message)) => Error::Network {
-                url: display_url(&url),
-                attempts: attempts + 1,
-                seconds: started.elapsed().as_secs(),
-                message,
-            },
-        })
     }
 }
 
@@ -307,24 +265,6 @@ impl Say<'_> {
             repo: self.repo.into(),
             path: path.unwrap_or("?").into(),
             commit: commit.into(),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Transient(String);
-
-#[derive(Debug)]
-enum ApiError {
-    Transient(Transient),
-    Final(Error),
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ApiError::Transient(Transient(m)) => f.write_str(m),
-            ApiError::Final(e) => write!(f, "{e}"),
         }
     }
 }

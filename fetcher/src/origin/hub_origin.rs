@@ -3,6 +3,7 @@
 //! the shared client of [`super::hub`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use url::Url;
 
@@ -15,20 +16,26 @@ use crate::select::Selection;
 use crate::snapshot::{RemoteFile, Snapshot};
 
 impl Hub {
-    /// Resolves `revision` to a commit and its file list.
-    pub async fn resolve(&self, repo: &str, revision: &str) -> Result<Snapshot> {
+    /// Resolves `revision` to a commit and its file list; `pinned`: what another process (or an
+    /// earlier run) resolved it to, which must still hold.
+    pub async fn resolve(
+        &self,
+        repo: &str,
+        revision: &str,
+        pinned: Option<&str>,
+    ) -> Result<Snapshot> {
         check_repo_id(repo)?;
         match self.kind {
-            HubKind::HuggingFace => hf::resolve(self, repo, revision).await,
-            HubKind::ModelScope => modelscope::resolve(self, repo, revision).await,
+            HubKind::HuggingFace => hf::resolve(self, repo, pinned.unwrap_or(revision)).await,
+            HubKind::ModelScope => modelscope::resolve(self, repo, revision, pinned).await,
         }
     }
 
-    /// The URL whose body is the file's bytes at `commit`.
-    pub fn file_url(&self, repo: &str, commit: &str, path: &str) -> Url {
+    /// The URL whose body is the file's bytes in `snapshot`.
+    pub fn file_url(&self, repo: &str, commit: &str, revision: &str, path: &str) -> Url {
         match self.kind {
             HubKind::HuggingFace => hf::file_url(self, repo, commit, path),
-            HubKind::ModelScope => modelscope::file_url(self, repo, commit, path),
+            HubKind::ModelScope => modelscope::file_url(self, repo, commit, revision, path),
         }
     }
 
@@ -49,8 +56,16 @@ pub struct HubOrigin {
 
 impl HubOrigin {
     pub fn new(repo: HubRepo, token: Option<Secret>) -> Result<HubOrigin> {
-        let hub = Hub::new(repo.kind, &repo.endpoint(), token)?;
+        let hub = Hub::new(repo.kind, repo.endpoint_spec(), token)?;
         Ok(HubOrigin { hub, repo })
+    }
+
+    /// API calls wait `stall` for an answer and retry for `retry` at most (`--stall-timeout`,
+    /// `--retry-timeout`).
+    pub fn with_timeouts(mut self, stall: Duration, retry: Duration) -> HubOrigin {
+        self.hub.stall_timeout = stall;
+        self.hub.retry_timeout = retry;
+        self
     }
 }
 
@@ -77,10 +92,7 @@ impl Origin for HubOrigin {
 
     async fn resolve(&self, pinned: Option<&str>) -> Result<Snapshot> {
         let revision = self.repo.revision();
-        let snapshot = self
-            .hub
-            .resolve(&self.repo.repo, pinned.unwrap_or(revision))
-            .await?;
+        let snapshot = self.hub.resolve(&self.repo.repo, revision, pinned).await?;
         // The revision asked for is what the manifest records, also when a pin was fetched.
         Ok(Snapshot {
             revision: revision.to_string(),
@@ -88,11 +100,22 @@ impl Origin for HubOrigin {
         })
     }
 
+    async fn complete(&self, snapshot: Snapshot) -> Result<Snapshot> {
+        if self.repo.kind != HubKind::ModelScope
+            || snapshot.files.iter().all(|f| !f.hash.hex().is_empty())
+        {
+            return Ok(snapshot);
+        }
+        let files = modelscope::complete_hashes(&self.hub, &snapshot).await?;
+        Ok(Snapshot { files, ..snapshot })
+    }
+
     async fn open(&self, snapshot: &Snapshot) -> Result<Arc<dyn Ranges>> {
         Ok(Arc::new(HubRanges {
             hub: self.hub.clone(),
             repo: snapshot.repo.clone(),
             commit: snapshot.commit.clone(),
+            revision: snapshot.revision.clone(),
         }))
     }
 }
@@ -102,6 +125,8 @@ struct HubRanges {
     hub: Hub,
     repo: String,
     commit: String,
+    /// The branch or tag, for hubs that pin without a commit id (ModelScope).
+    revision: String,
 }
 
 impl Ranges for HubRanges {
@@ -110,7 +135,8 @@ impl Ranges for HubRanges {
     }
 
     fn file_url(&self, file: &RemoteFile) -> Url {
-        self.hub.file_url(&self.repo, &self.commit, &file.path)
+        self.hub
+            .file_url(&self.repo, &self.commit, &self.revision, &file.path)
     }
 
     fn refusal(&self, r: &Refused<'_>) -> Error {
@@ -121,8 +147,8 @@ impl Ranges for HubRanges {
 /// What `ferry fetch` would take for `repo` (with the environment's token), after
 /// --include/--exclude: for commands that plan or check against a repo without fetching it.
 pub async fn list(repo: &HubRepo, include: &[String], exclude: &[String]) -> Result<Snapshot> {
-    let hub = Hub::new(repo.kind, &repo.endpoint(), repo.kind.token_from_env())?;
-    let snapshot = hub.resolve(&repo.repo, repo.revision()).await?;
+    let hub = Hub::new(repo.kind, repo.endpoint_spec(), repo.kind.token_from_env())?;
+    let snapshot = hub.resolve(&repo.repo, repo.revision(), None).await?;
     let files = Selection::new(include, exclude)?.apply(&repo.repo, snapshot.files.clone())?;
     Ok(Snapshot { files, ..snapshot })
 }

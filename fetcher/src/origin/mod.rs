@@ -7,6 +7,7 @@
 //! - [`s3`]: an `s3://BUCKET/PREFIX`, listed and read through presigned URLs;
 //! - [`ollama`]: a model on the Ollama registry, `ollama://[HOST/][NAMESPACE/]MODEL[:TAG]`.
 
+mod api;
 pub mod hf;
 pub mod hub;
 pub mod hub_origin;
@@ -81,6 +82,11 @@ pub trait Origin: Send + Sync {
     }
     /// The snapshot at the asked revision, or at `pinned` (a commit another process resolved).
     fn resolve(&self, pinned: Option<&str>) -> impl Future<Output = Result<Snapshot>> + Send;
+    /// The selected files with every hash known: a hub may list some without one (ModelScope's
+    /// empty `Sha256`), which is looked up for the selected files only.
+    fn complete(&self, snapshot: Snapshot) -> impl Future<Output = Result<Snapshot>> + Send {
+        async move { Ok(snapshot) }
+    }
     /// Ranged reads of the snapshot's files.
     fn open(&self, snapshot: &Snapshot) -> impl Future<Output = Result<Arc<dyn Ranges>>> + Send;
 }

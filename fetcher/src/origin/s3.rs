@@ -366,7 +366,7 @@ async fn presign(s3: &S3, url: &S3Url, snapshot: &Snapshot) -> Result<S3Ranges> 
         .next()
         .map(|u| u.origin().ascii_serialization())
         .unwrap_or_else(|| s3.endpoint.clone());
-    let (fallback, http) = Http::for_endpoint(&origin, None, None)?;
+    let (fallback, http) = Http::for_endpoint(&origin, &[], None, None)?;
     Ok(S3Ranges {
         url: url.clone(),
         http,

@@ -11,6 +11,7 @@
 //! An Indexed Job's slice ([`slice`]) is a layer over the same stages for a directory; an
 //! `ollama://` tag runs them into an Ollama models directory ([`crate::target::ollama`]).
 
+pub mod offline;
 pub mod options;
 pub mod report;
 pub mod resolve;
@@ -49,9 +50,22 @@ pub async fn fetch(
         reporter,
     };
     let s3_endpoint = opts.s3_endpoint.as_deref();
+    let hf =
+        matches!(&opts.origin, OriginSpec::Hub(h) if h.kind == crate::origin::HubKind::HuggingFace);
+    let offline = if opts.offline {
+        Some("--offline")
+    } else {
+        crate::net::offline_from_env(hf)
+    };
+    if let Some(switch) = offline {
+        let mut summary = offline::fetch(&opts, switch).await?;
+        summary.seconds = started.elapsed().as_secs_f64();
+        return Ok(summary);
+    }
+    let (stall, retry) = (opts.transfer.stall_timeout, opts.transfer.retry_timeout);
     let mut summary = match (&opts.origin, &opts.target) {
         (OriginSpec::Hub(repo), TargetSpec::Dir(dir)) => {
-            let origin = HubOrigin::new(repo.clone(), token)?;
+            let origin = HubOrigin::new(repo.clone(), token)?.with_timeouts(stall, retry);
             match opts.slice {
                 None => into_dir(&run, &origin, dir.clone()).await?,
                 Some(spec) => slice::fetch_slice(&run, &origin, dir.clone(), spec).await?,
@@ -73,7 +87,7 @@ pub async fn fetch(
                     "--slice/--slices write into a shared directory; with --to s3:// run one ferry per prefix".into(),
                 ));
             }
-            let origin = HubOrigin::new(repo.clone(), token)?;
+            let origin = HubOrigin::new(repo.clone(), token)?.with_timeouts(stall, retry);
             let snapshot = resolve::resolve(&origin, None, &opts.include, &opts.exclude).await?;
             let target = S3Target::open(dest.clone(), s3_endpoint, opts.transfer.clone()).await?;
             run_stages(&run, &origin, &target, snapshot).await?

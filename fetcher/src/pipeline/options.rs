@@ -23,6 +23,9 @@ pub struct FetchOptions {
     /// A directory holding another model's manifest: remove that model's files and fetch this
     /// one (`--replace`) instead of refusing.
     pub replace: bool,
+    /// `--offline`: answer from the target directory alone, no request (`FERRY_OFFLINE` and, for
+    /// Hugging Face, `HF_HUB_OFFLINE` turn it on too).
+    pub offline: bool,
 }
 
 impl FetchOptions {

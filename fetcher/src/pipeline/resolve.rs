@@ -44,6 +44,8 @@ pub async fn resolve_selection<O: Origin>(
         exclude: exclude.to_vec(),
         left_out,
     });
+    let snapshot = origin.complete(Snapshot { files, ..snapshot }).await?;
+    let files = &snapshot.files;
     tracing::info!(
         "{} {} at {} ({}): {} files, {}",
         origin.name(),
@@ -53,5 +55,5 @@ pub async fn resolve_selection<O: Origin>(
         files.len(),
         bytesize::ByteSize(files.iter().map(|f| f.size).sum())
     );
-    Ok((Arc::new(Snapshot { files, ..snapshot }), selection))
+    Ok((Arc::new(snapshot), selection))
 }

@@ -5,7 +5,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderMap, CONTENT_RANGE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, CONTENT_RANGE};
 use reqwest::{Method, StatusCode};
 
 use super::backoff::Backoff;
@@ -72,7 +72,7 @@ pub async fn fetch_range(
     let mut short_answers = 0u32;
     loop {
         let before = pos;
-        let failure = match attempt(eng, job, &mut pos, end).await {
+        let failure = match attempt(eng, job, start, &mut pos, end).await {
             Ok(()) => {
                 eng.budget.answered_well();
                 return Ok(());
@@ -137,6 +137,7 @@ pub async fn fetch_range(
 async fn attempt(
     eng: &RangeCtx,
     job: &FileJob,
+    start: u64,
     pos: &mut u64,
     end: u64,
 ) -> std::result::Result<(), Failure> {
@@ -161,19 +162,31 @@ async fn attempt(
         StatusCode::PARTIAL_CONTENT => {
             served_to = content_range(&headers, *pos, end, job, &answer.url).map_err(|f| *f)?
         }
-        StatusCode::OK if *pos == 0 => {}
-        StatusCode::OK => return Err(retry("server ignored the Range header")),
+        StatusCode::OK => {
+            // The server ignored the Range header and sent the whole file from byte 0 (ModelScope
+            // does so for small files). Take the body for what it is: skip to this range's start
+            // and write from there, so a body that starts at byte 0 is never appended at `pos`.
+            whole_file(&headers, job.remote.size)?;
+            if *pos != start {
+                tracing::debug!(
+                    "{}: the server ignored Range; taking bytes {start}- again from a whole-file answer",
+                    job.remote.path
+                );
+            }
+            *pos = start;
+            return receive(eng, job, pos, end, answer.response, start).await;
+        }
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
             eng.meter.throttled();
             return Err(Failure::Retry {
                 reason: format!("server answered {status} (rate limited)"),
-                wait: retry_after(&headers),
+                wait: crate::http::server_wait(status, &headers),
             });
         }
         s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
             return Err(Failure::Retry {
                 reason: format!("server answered {s}"),
-                wait: retry_after(&headers),
+                wait: crate::http::server_wait(s, &headers),
             })
         }
         s if off_hub && s.is_client_error() => {
@@ -200,7 +213,7 @@ async fn attempt(
     }
 
     let asked_from = *pos;
-    receive(eng, job, pos, served_to, answer.response).await?;
+    receive(eng, job, pos, served_to, answer.response, 0).await?;
     if served_to < end {
         return Err(Failure::Short {
             served: format!("bytes {asked_from}-{}", served_to - 1),
@@ -209,13 +222,29 @@ async fn attempt(
     Ok(())
 }
 
-/// Streams the body of a range answer into the partial file from `*pos` up to `end`.
+/// A `200` must be the whole file: its `Content-Length`, when given, is the file's size.
+fn whole_file(headers: &HeaderMap, size: u64) -> std::result::Result<(), Failure> {
+    let length = headers
+        .get(reqwest::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match length {
+        Some(n) if n != size => Err(retry(format!(
+            "200 with {n} bytes to a Range request for a {size}-byte file"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Streams the body of a range answer into the partial file from `*pos` up to `end`, after
+/// dropping its first `skip` bytes (a whole-file answer to a request for a later range).
 async fn receive(
     eng: &RangeCtx,
     job: &FileJob,
     pos: &mut u64,
     end: u64,
     mut response: reqwest::Response,
+    mut skip: u64,
 ) -> std::result::Result<(), Failure> {
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUF);
     let stall = eng.stall_timeout;
@@ -243,7 +272,12 @@ async fn receive(
                     *pos + buf.len() as u64
                 )))
             }
-            Ok(Ok(Some(bytes))) => {
+            Ok(Ok(Some(mut bytes))) => {
+                if skip > 0 {
+                    let n = skip.min(bytes.len() as u64);
+                    bytes = bytes.slice(n as usize..);
+                    skip -= n;
+                }
                 let take = (bytes.len() as u64).min(want) as usize;
                 buf.extend_from_slice(&bytes[..take]);
                 if buf.len() >= WRITE_BUF {
@@ -331,40 +365,10 @@ fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?, total))
 }
 
-/// How long the server asked us to wait: `Retry-After` (seconds), or the `t=` of a
-/// `RateLimit: "name";r=0;t=87` header.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let secs = headers
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .or_else(|| {
-            let rl = headers.get("ratelimit")?.to_str().ok()?;
-            rl.split(';')
-                .find_map(|p| p.trim().strip_prefix("t="))
-                .and_then(|t| t.trim().parse::<u64>().ok())
-        })?;
-    // Never sleep for absurd amounts on a server's say-so; the retry budget still applies.
-    Some(Duration::from_secs(secs.min(300)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
-
-    #[test]
-    fn retry_after_and_ratelimit() {
-        let mut h = HeaderMap::new();
-        assert_eq!(retry_after(&h), None);
-        h.insert(
-            "ratelimit",
-            HeaderValue::from_static("\"resolvers\";r=0;t=87"),
-        );
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(87)));
-        h.insert(RETRY_AFTER, HeaderValue::from_static("3"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-    }
 
     #[test]
     fn content_range_parses() {

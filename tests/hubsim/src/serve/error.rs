@@ -26,6 +26,10 @@ pub enum ServeError {
     Prehash(String),
     #[error("cannot start the tokio runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(
+        "cannot serve TLS: {0}; pass a PEM certificate chain (leaf first) and its PEM private key"
+    )]
+    Tls(String),
     #[error("server stopped with an I/O error: {0}")]
     Server(std::io::Error),
 }

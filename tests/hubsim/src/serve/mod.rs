@@ -23,6 +23,7 @@ mod repo;
 mod routes;
 mod stats;
 mod throttle;
+pub mod tls;
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -254,6 +254,7 @@ impl Route {
 
 /// Entry point for every request outside `/_hubsim/`.
 pub async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Response {
+    let arrived = super::stats::Stats::now_ms();
     let (parts, _body) = request.into_parts();
     let raw_path = parts.uri.path().to_string();
     let query = parts.uri.query().map(str::to_string);
@@ -343,6 +344,7 @@ pub async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Res
         accept: header_text(&req.headers, header::ACCEPT),
         range: req.range(),
         status,
+        at_ms: arrived,
         content_encoding: header_text(resp.headers(), header::CONTENT_ENCODING),
     });
     resp

@@ -52,6 +52,9 @@ pub struct RequestRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range: Option<String>,
     pub status: u16,
+    /// Milliseconds since the server started, when the request arrived (to check waits).
+    #[serde(default)]
+    pub at_ms: u64,
     /// `gzip` when the answer was gzipped (quirk `gzip`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_encoding: Option<String>,
@@ -123,6 +126,15 @@ impl Stats {
             out.active_bodies = active;
             out
         })
+    }
+
+    /// Milliseconds since this process's first call: the clock of [`RequestRecord::at_ms`].
+    pub fn now_ms() -> u64 {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        EPOCH
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis() as u64
     }
 
     pub fn log(&self, record: RequestRecord) {
