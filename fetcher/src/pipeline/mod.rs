@@ -8,7 +8,8 @@
 //! 4. validate: [`Target::validate`] (safetensors headers, index);
 //! 5. manifest: [`Target::commit`], last.
 //!
-//! An Indexed Job's slice ([`slice`]) is a layer over the same stages for a directory.
+//! An Indexed Job's slice ([`slice`]) is a layer over the same stages for a directory; a hub
+//! cache ([`crate::target::cache`]) runs the same stages under its repo folder's lock.
 
 pub mod options;
 pub mod report;
@@ -26,6 +27,7 @@ use crate::events::Reporter;
 use crate::origin::hub::HubOrigin;
 use crate::origin::s3::S3Origin;
 use crate::origin::{Origin, OriginSpec};
+use crate::target::cache::{CacheLayout, CacheTarget};
 use crate::target::dir::DirTarget;
 use crate::target::s3::S3Target;
 use crate::target::TargetSpec;
@@ -75,6 +77,20 @@ pub async fn fetch(
             let target = S3Target::open(dest.clone(), s3_endpoint, opts.transfer.clone()).await?;
             run_stages(&run, &origin, &target, snapshot).await?
         }
+        (OriginSpec::Hub(repo), TargetSpec::HubCache(root)) => {
+            if opts.slice.is_some() {
+                return Err(Error::Usage(
+                    "--slice/--slices write a shared directory; fetch into a hub cache with one ferry (or slices into --to DIR)".into(),
+                ));
+            }
+            let origin = HubOrigin::new(repo.clone(), token)?;
+            into_cache(&run, &origin, CacheLayout::of(repo.kind), root).await?
+        }
+        (OriginSpec::S3(url), TargetSpec::HubCache(_)) => {
+            return Err(Error::Usage(format!(
+                "{url} has no hub cache layout (those are named by hub repo); use --to DIR"
+            )))
+        }
         (OriginSpec::S3(_), TargetSpec::S3(_)) => {
             return Err(Error::Usage(
                 "s3:// to s3:// is a copy between buckets, not a fetch; use `aws s3 sync` (or fetch from the hub into the prefix)".into(),
@@ -82,6 +98,22 @@ pub async fn fetch(
         }
     };
     summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// The whole snapshot into a hub cache, under the repo folder's lock; the summary names the
+/// snapshot folder the client opens.
+async fn into_cache<O: Origin>(
+    run: &Run<'_>,
+    origin: &O,
+    cache: CacheLayout,
+    root: &std::path::Path,
+) -> Result<Summary> {
+    let target = CacheTarget::new(cache, root, &origin.repo(), run.opts.transfer.clone())?;
+    let _lock = crate::lock::acquire(target.repo_dir(), None)?;
+    let snapshot = resolve::resolve(origin, None, &run.opts.include, &run.opts.exclude).await?;
+    let mut summary = run_stages(run, origin, &target, snapshot).await?;
+    summary.dir = target.view_of(&summary.revision, &summary.commit);
     Ok(summary)
 }
 

@@ -4,8 +4,11 @@
 //! appears under its final name), validate, and commit the manifest last.
 //!
 //! - [`dir`]: a directory (partial files, journal, atomic rename; [`publish`]);
+//! - [`cache`]: a hub client's own cache (Hugging Face or ModelScope layout), which engines read
+//!   offline;
 //! - [`s3`]: an `s3://BUCKET/PREFIX`, by multipart uploads streamed from the origin.
 
+pub mod cache;
 pub mod dir;
 pub mod publish;
 pub mod s3;
@@ -25,6 +28,9 @@ use crate::snapshot::{RemoteFile, Snapshot};
 pub enum TargetSpec {
     Dir(PathBuf),
     S3(S3Url),
+    /// The root of a hub cache (`HF_HUB_CACHE`, `MODELSCOPE_CACHE`), written in the layout of
+    /// the origin's own client.
+    HubCache(PathBuf),
 }
 
 impl TargetSpec {
