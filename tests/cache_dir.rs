@@ -44,7 +44,7 @@ fn hf_layout_is_blobs_relative_symlinks_and_a_ref() {
         s["commit"].as_str().unwrap(),
         "refs/main holds the commit, no newline"
     );
-    let snap = repo.join("snapshots").join(&commit);
+    let snap = repo.join("snapshots").join(commit);
     assert_eq!(PathBuf::from(s["dir"].as_str().unwrap()), snap);
     assert_same_files(&hub.repo_dir(REPO), &snap);
 
@@ -75,7 +75,7 @@ fn hf_layout_is_blobs_relative_symlinks_and_a_ref() {
             git_sha1(&std::fs::read(&f).unwrap())
         };
         assert_eq!(blob, want, "{}", rel.display());
-        assert!(repo.join("blobs").join(&blob).is_file());
+        assert!(repo.join("blobs").join(blob).is_file());
     }
     // No partial data anywhere the client looks; ferry's manifest in the snapshot.
     assert!(snap.join(".ferry/manifest.json").is_file());
@@ -152,6 +152,8 @@ fn kill_9_mid_fetch_then_resume_into_the_cache() {
             REPO,
             "--quiet",
             "--chunk-size",
+            "1MiB",
+            "--sync-every",
             "1MiB",
             "--connections",
             "2",

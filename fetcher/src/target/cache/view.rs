@@ -35,7 +35,7 @@ pub fn build(
             std::os::unix::fs::symlink(relative_target(&f.path, &store_rel), &link)
                 .map_err(|e| Error::io(&link, e))?;
         } else {
-            hard_link_or_copy(&repo_dir.join(&store_rel), &link)?;
+            hard_link_or_copy(&repo_dir.join(store_rel), &link)?;
         }
     }
     Ok(())
