@@ -91,7 +91,8 @@ impl DirTarget {
             &self.opts,
             ranges,
             f,
-            (piece, journal_slice),
+            piece,
+            journal_slice,
             meter,
         )
     }
@@ -116,7 +117,8 @@ pub fn open_job_in(
     opts: &TransferOptions,
     ranges: &dyn Ranges,
     f: &RemoteFile,
-    (piece, journal_slice): (Option<(u64, u64)>, Option<(u32, u32)>),
+    piece: Option<(u64, u64)>,
+    journal_slice: Option<(u32, u32)>,
     meter: &Meter,
 ) -> Result<Arc<FileJob>> {
     let name = partial_name(f);

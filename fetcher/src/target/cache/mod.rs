@@ -192,7 +192,8 @@ impl Target for CacheTarget {
                     &self.opts,
                     ranges.as_ref(),
                     f,
-                    (None, None),
+                    None,
+                    None,
                     meter,
                 )
             })
