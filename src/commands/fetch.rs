@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use ferry_fetcher::events::{Reporter, Silent};
 use ferry_fetcher::origin::OriginSpec;
-use ferry_fetcher::target::TargetSpec;
+use ferry_fetcher::target::{cache::default_dir, TargetSpec};
 use ferry_fetcher::transfer::{TransferOptions, DEFAULT_CHUNK, DEFAULT_JOBS};
 use ferry_fetcher::{auth::Secret, FetchOptions, Summary};
 use ferry_sharder::slices::SliceSpec;
@@ -29,9 +29,16 @@ pub struct Args {
     /// ollama://[HOST/][NAMESPACE/]MODEL[:TAG] to download from.
     repo: String,
     /// Target directory, created if missing, or an S3 prefix s3://BUCKET/PREFIX to upload to.
-    /// Re-running resumes.
+    /// Re-running resumes. Without --to (and without --cache-dir), the hub's default cache.
     #[arg(long)]
-    to: String,
+    to: Option<String>,
+    /// Write the hub client's own cache under DIR instead (Hugging Face: DIR/models--ORG--NAME
+    /// with blobs, snapshots, refs; ModelScope: DIR/models/ORG--NAME/snapshots/REV), so
+    /// engines find it offline. Default cache, when neither this nor --to is given:
+    /// $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub; $MODELSCOPE_CACHE or
+    /// ~/.cache/modelscope.
+    #[arg(long, value_name = "DIR", conflicts_with = "to")]
+    cache_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     hub: crate::args::Hub,
     /// Branch, tag or commit (default: main on hf, master on modelscope; or the @REV of the
@@ -158,6 +165,27 @@ fn origin(args: &Args) -> anyhow::Result<OriginSpec> {
     Ok(origin)
 }
 
+/// `--to`, else `--cache-dir`, else the hub's default cache (where `hf download` writes).
+fn target(args: &Args, origin: &OriginSpec) -> anyhow::Result<TargetSpec> {
+    Ok(match (&args.to, &args.cache_dir, origin) {
+        (Some(to), _, _) => TargetSpec::parse(to)?,
+        (None, Some(dir), _) => TargetSpec::HubCache(dir.clone()),
+        (None, None, OriginSpec::Hub(h)) => TargetSpec::HubCache(default_dir(h.kind)?),
+        (None, None, OriginSpec::S3(url)) => {
+            anyhow::bail!(
+                "{url}: give --to DIR or --to s3://BUCKET/PREFIX; hub caches hold hub repos only"
+            )
+        }
+        (None, None, OriginSpec::Ollama(_)) => {
+            return Err(ferry_fetcher::Error::Usage(
+                "an ollama:// model needs --to DIR (the OLLAMA_MODELS directory the server reads)"
+                    .into(),
+            )
+            .into())
+        }
+    })
+}
+
 fn slice(args: &Args) -> anyhow::Result<Option<SliceSpec>> {
     Ok(match (args.slice, args.slices) {
         (Some(s), _) => Some(s),
@@ -197,9 +225,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Arc::new(Reporting::new(Mode::auto()))
     };
+    let origin = origin(&args)?;
     let opts = FetchOptions {
+        target: target(&args, &origin)?,
         origin,
-        target: TargetSpec::parse(&args.to)?,
         slice: slice(&args)?,
         include: args.include.clone(),
         exclude: args.exclude.clone(),

@@ -9,7 +9,8 @@
 //! 5. manifest: [`Target::commit`], last.
 //!
 //! An Indexed Job's slice ([`slice`]) is a layer over the same stages for a directory; an
-//! `ollama://` tag runs them into an Ollama models directory ([`crate::target::ollama`]).
+//! `ollama://` tag runs them into an Ollama models directory ([`crate::target::ollama`]); a hub
+//! cache ([`crate::target::cache`]) runs the same stages under its repo folder's lock.
 
 pub mod offline;
 pub mod options;
@@ -29,6 +30,7 @@ use crate::origin::hub_origin::HubOrigin;
 use crate::origin::ollama::{OllamaName, OllamaOrigin};
 use crate::origin::s3::S3Origin;
 use crate::origin::{Origin, OriginSpec};
+use crate::target::cache::{CacheLayout, CacheTarget};
 use crate::target::dir::DirTarget;
 use crate::target::ollama::OllamaTarget;
 use crate::target::s3::S3Target;
@@ -99,6 +101,24 @@ pub async fn fetch(
             return Err(Error::Usage(
                 "an ollama:// model goes into an Ollama models directory, not s3://; fetch it with --to DIR (the OLLAMA_MODELS the server reads)".into(),
             ))
+        (OriginSpec::Hub(repo), TargetSpec::HubCache(root)) => {
+            if opts.slice.is_some() {
+                return Err(Error::Usage(
+                    "--slice/--slices write a shared directory; fetch into a hub cache with one ferry (or slices into --to DIR)".into(),
+                ));
+            }
+            let origin = HubOrigin::new(repo.clone(), token)?;
+            into_cache(&run, &origin, CacheLayout::of(repo.kind), root).await?
+        }
+        (OriginSpec::Ollama(_), TargetSpec::HubCache(_)) => {
+            return Err(Error::Usage(
+                "an ollama:// model goes into an Ollama models directory, not a hub cache; fetch it with --to DIR".into(),
+            ))
+        }
+        (OriginSpec::S3(url), TargetSpec::HubCache(_)) => {
+            return Err(Error::Usage(format!(
+                "{url} has no hub cache layout (those are named by hub repo); use --to DIR"
+            )))
         }
         (OriginSpec::S3(_), TargetSpec::S3(_)) => {
             return Err(Error::Usage(
@@ -107,6 +127,22 @@ pub async fn fetch(
         }
     };
     summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// The whole snapshot into a hub cache, under the repo folder's lock; the summary names the
+/// snapshot folder the client opens.
+async fn into_cache<O: Origin>(
+    run: &Run<'_>,
+    origin: &O,
+    cache: CacheLayout,
+    root: &std::path::Path,
+) -> Result<Summary> {
+    let target = CacheTarget::new(cache, root, &origin.repo(), run.opts.transfer.clone())?;
+    let _lock = crate::lock::acquire(target.repo_dir(), None)?;
+    let snapshot = resolve::resolve(origin, None, &run.opts.include, &run.opts.exclude).await?;
+    let mut summary = run_stages(run, origin, &target, snapshot).await?;
+    summary.dir = target.view_of(&summary.revision, &summary.commit);
     Ok(summary)
 }
 

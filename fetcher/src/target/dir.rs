@@ -18,7 +18,7 @@ use crate::snapshot::{RemoteFile, Snapshot};
 use crate::space;
 use crate::transfer::job::FileJob;
 use crate::transfer::scheduler::Scheduler;
-use crate::transfer::TransferOptions;
+use crate::transfer::{Publish, TransferOptions};
 
 /// A model directory being fetched into, whole or one slice of an Indexed Job.
 pub struct DirTarget {
@@ -172,19 +172,16 @@ impl DirTarget {
         piece: Option<(u64, u64)>,
         meter: &Meter,
     ) -> Result<Arc<FileJob>> {
-        let name = partial_name(f);
         let journal_slice = piece.and(self.slice);
-        let (job, _) = FileJob::open(
-            f.clone(),
-            ranges.file_url(f),
-            layout::partial_path(&self.dir, &name),
-            layout::journal_path(&self.dir, &name, journal_slice),
-            self.opts.chunk_size,
+        open_job_in(
+            &self.dir,
+            &self.opts,
+            ranges,
+            f,
             piece,
-        )?;
-        let len = piece.map_or(f.size, |(_, len)| len);
-        meter.add_reused(len.saturating_sub(job.pending_bytes()));
-        Ok(Arc::new(job))
+            journal_slice,
+            meter,
+        )
     }
 
     /// Checks free space, then runs the transfer scheduler over `jobs`.
@@ -195,26 +192,87 @@ impl DirTarget {
         jobs: Vec<Arc<FileJob>>,
         meter: &Arc<Meter>,
     ) -> Result<()> {
-        let needed: u64 = jobs.iter().map(|j| j.pending_bytes()).sum();
-        let available = space::available(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        if needed > available {
-            return Err(Error::NoSpace {
-                dir: self.dir.clone(),
-                needed,
-                available,
-            });
-        }
         let publisher = Arc::new(self.publisher(snapshot)?);
-        Scheduler::new(
-            ranges,
-            self.opts.clone(),
-            Arc::clone(meter),
-            publisher,
-            jobs,
-        )
+        run_scheduler(&self.dir, &self.opts, ranges, publisher, jobs, meter).await
+    }
+}
+
+/// Opens the partial file and journal of `f` under `state_root`'s `.ferry/` (or of `piece` of
+/// it, journaled for `journal_slice`), counting what an earlier run journaled as reused.
+pub fn open_job_in(
+    state_root: &Path,
+    opts: &TransferOptions,
+    ranges: &dyn Ranges,
+    f: &RemoteFile,
+    piece: Option<(u64, u64)>,
+    journal_slice: Option<(u32, u32)>,
+    meter: &Meter,
+) -> Result<Arc<FileJob>> {
+    let name = partial_name(f);
+    let (job, _) = FileJob::open(
+        f.clone(),
+        ranges.file_url(f),
+        layout::partial_path(state_root, &name),
+        layout::journal_path(state_root, &name, journal_slice),
+        opts.chunk_size,
+        piece,
+    )?;
+    let len = piece.map_or(f.size, |(_, len)| len);
+    meter.add_reused(len.saturating_sub(job.pending_bytes()));
+    Ok(Arc::new(job))
+}
+
+/// Checks that `dir` has room for what `jobs` still need, then runs the transfer scheduler,
+/// handing each verified file to `publisher`.
+pub async fn run_scheduler(
+    dir: &Path,
+    opts: &TransferOptions,
+    ranges: Arc<dyn Ranges>,
+    publisher: Arc<dyn Publish>,
+    jobs: Vec<Arc<FileJob>>,
+    meter: &Arc<Meter>,
+) -> Result<()> {
+    let needed: u64 = jobs.iter().map(|j| j.pending_bytes()).sum();
+    let available = space::available(dir).map_err(|e| Error::io(dir, e))?;
+    if needed > available {
+        return Err(Error::NoSpace {
+            dir: dir.to_path_buf(),
+            needed,
+            available,
+        });
+    }
+    Scheduler::new(ranges, opts.clone(), Arc::clone(meter), publisher, jobs)
         .run()
         .await
+}
+
+/// Hash-correct files can still make a checkpoint no engine loads (an index naming a missing
+/// shard or tensor, a header that overruns its file): the headers and index of `snapshot` as
+/// laid out in `dir`, checked before committing, so the manifest means "loadable", not only "as
+/// published". With `filtered`, findings are warnings only.
+pub async fn validate_checkpoint(dir: &Path, snapshot: &Snapshot, filtered: bool) -> Result<()> {
+    let files: Vec<String> = snapshot.files.iter().map(|f| f.path.clone()).collect();
+    let root = dir.to_path_buf();
+    let findings = blocking("validate task", move || {
+        let files: Vec<&str> = files.iter().map(String::as_str).collect();
+        ferry_sharder::validate::validate(&root, &files)
+    })
+    .await?;
+    let (errors, warnings): (Vec<_>, Vec<_>) = findings
+        .into_iter()
+        .partition(|f| f.is_error() && !filtered);
+    for w in &warnings {
+        tracing::warn!("checkpoint: {w}");
     }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidCheckpoint {
+        repo: snapshot.repo.clone(),
+        dir: dir.display().to_string(),
+        count: errors.len(),
+        list: ferry_sharder::finding::bullet_list(&errors),
+    })
 }
 
 impl Target for DirTarget {
@@ -281,32 +339,8 @@ impl Target for DirTarget {
         self.run_jobs(ranges, snapshot, jobs, meter).await
     }
 
-    /// Hash-correct files can still make a checkpoint no engine loads (an index naming a
-    /// missing shard or tensor, a header that overruns its file): validate the headers and
-    /// index before committing, so the manifest means "loadable", not only "as published".
     async fn validate(&self, snapshot: &Snapshot, filtered: bool) -> Result<()> {
-        let dir = self.dir.clone();
-        let files: Vec<String> = snapshot.files.iter().map(|f| f.path.clone()).collect();
-        let findings = blocking("validate task", move || {
-            let files: Vec<&str> = files.iter().map(String::as_str).collect();
-            ferry_sharder::validate::validate(&dir, &files)
-        })
-        .await?;
-        let (errors, warnings): (Vec<_>, Vec<_>) = findings
-            .into_iter()
-            .partition(|f| f.is_error() && !filtered);
-        for w in &warnings {
-            tracing::warn!("checkpoint: {w}");
-        }
-        if errors.is_empty() {
-            return Ok(());
-        }
-        Err(Error::InvalidCheckpoint {
-            repo: snapshot.repo.clone(),
-            dir: self.dir.display().to_string(),
-            count: errors.len(),
-            list: ferry_sharder::finding::bullet_list(&errors),
-        })
+        validate_checkpoint(&self.dir, snapshot, filtered).await
     }
 
     /// The commit point: every selected file is published and verified.

@@ -4,9 +4,12 @@
 //! appears under its final name), validate, and commit the manifest last.
 //!
 //! - [`dir`]: a directory (partial files, journal, atomic rename; [`publish`]);
+//! - [`cache`]: a hub client's own cache (Hugging Face or ModelScope layout), which engines read
+//!   offline;
 //! - [`s3`]: an `s3://BUCKET/PREFIX`, by multipart uploads streamed from the origin;
 //! - [`ollama`]: an Ollama models directory, a directory whose tag manifest is written last.
 
+pub mod cache;
 pub mod dir;
 pub mod ollama;
 pub mod publish;
@@ -27,6 +30,9 @@ use crate::snapshot::{RemoteFile, Snapshot};
 pub enum TargetSpec {
     Dir(PathBuf),
     S3(S3Url),
+    /// The root of a hub cache (`HF_HUB_CACHE`, `MODELSCOPE_CACHE`), written in the layout of
+    /// the origin's own client.
+    HubCache(PathBuf),
 }
 
 impl TargetSpec {

@@ -125,6 +125,11 @@ impl Publisher {
         })
     }
 
+    /// The folder that published paths are relative to.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Records a file that is in place and verified (published now, or found intact).
     pub fn record(&self, remote: &RemoteFile) -> Result<()> {
         if let Some(commit) = &self.hf_commit {
