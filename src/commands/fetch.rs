@@ -73,6 +73,11 @@ pub struct Args {
     /// Like --slice, with I taken from JOB_COMPLETION_INDEX (set by a Kubernetes Indexed Job).
     #[arg(long, value_name = "N")]
     slices: Option<u32>,
+    /// With --slice/--slices: claim pieces from the shared directory as they go (files, and ranges
+    /// of large files split while in flight) instead of a fixed slice each, so a fast pod takes
+    /// over from a slow or dead one. All pods of the Job must pass it.
+    #[arg(long)]
+    dynamic: bool,
     /// Machine-readable progress lines and a final summary on stdout.
     #[arg(long)]
     json: bool,
@@ -103,6 +108,14 @@ fn origin(args: &Args) -> anyhow::Result<OriginSpec> {
 }
 
 fn slice(args: &Args) -> anyhow::Result<Option<SliceSpec>> {
+    if args.dynamic && args.slice.is_none() && args.slices.is_none() {
+        return Err(ferry_fetcher::Error::Usage(
+            "--dynamic claims pieces among the pods of a Job: give --slices N (index from \
+             JOB_COMPLETION_INDEX) or --slice I/N"
+                .into(),
+        )
+        .into());
+    }
     Ok(match (args.slice, args.slices) {
         (Some(s), _) => Some(s),
         (None, Some(count)) => {
@@ -135,6 +148,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         origin: origin(&args)?,
         target: TargetSpec::parse(&args.to)?,
         slice: slice(&args)?,
+        dynamic: args.dynamic,
         include: args.include.clone(),
         exclude: args.exclude.clone(),
         transfer: TransferOptions {

@@ -8,8 +8,10 @@
 //! 4. validate: [`Target::validate`] (safetensors headers, index);
 //! 5. manifest: [`Target::commit`], last.
 //!
-//! An Indexed Job's slice ([`slice`]) is a layer over the same stages for a directory.
+//! An Indexed Job's slice ([`slice`]) and a dynamic Job's claims ([`claims`]) are layers over the
+//! same stages for a directory.
 
+pub mod claims;
 pub mod options;
 pub mod report;
 pub mod resolve;
@@ -51,6 +53,9 @@ pub async fn fetch(
             let origin = HubOrigin::new(repo.clone(), token)?;
             match opts.slice {
                 None => into_dir(&run, &origin, dir.clone()).await?,
+                Some(spec) if opts.dynamic => {
+                    claims::fetch_claims(&run, &origin, dir.clone(), spec).await?
+                }
                 Some(spec) => slice::fetch_slice(&run, &origin, dir.clone(), spec).await?,
             }
         }
