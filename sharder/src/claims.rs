@@ -104,24 +104,25 @@ impl Bounds {
     }
 }
 
-/// Where to cut `[start, end)` whose holder has started everything before `frontier`: halfway
-/// through what is left after `margin` (bytes the holder may have started since it last said),
-/// on the holder's chunk grid (`start + k * chunk`, so no chunk of the holder straddles the cut).
-/// None when the part the splitter would get is under `min_split`.
+/// Where to cut `[start, end)` whose holder has started everything before `frontier`: past
+/// `margin` (bytes the holder may have started since it last said), keeping the fraction `keep`
+/// of the rest for the holder (its share of the two rates, so both end together), on the
+/// holder's chunk grid (`start + k * chunk`, so no chunk of the holder straddles the cut). None
+/// when the part the splitter would get is under `min_split`.
 pub fn split_point(
     (start, end): (u64, u64),
     frontier: u64,
-    chunk: u64,
-    margin: u64,
-    min_split: u64,
+    (chunk, margin, min_split): (u64, u64, u64),
+    keep: f64,
 ) -> Option<u64> {
     let chunk = chunk.max(1);
     let from = frontier.max(start).saturating_add(margin);
     if from >= end {
         return None;
     }
-    let half = from + (end - from) / 2;
-    let cut = start + (half - start).div_ceil(chunk) * chunk;
+    let kept = ((end - from) as f64 * keep.clamp(0.0, 1.0)) as u64;
+    let at = from + kept;
+    let cut = start + (at - start).div_ceil(chunk) * chunk;
     (cut > from && cut < end && end - cut >= min_split).then_some(cut)
 }
 
@@ -335,16 +336,18 @@ mod tests {
     #[test]
     fn splits_fall_on_the_holders_grid_past_its_frontier() {
         // [0, 100) with chunks of 10, frontier 20, margin 10: half of [30, 100) is 65 -> 70.
-        assert_eq!(split_point((0, 100), 20, 10, 10, 10), Some(70));
+        assert_eq!(split_point((0, 100), 20, (10, 10, 10), 0.5), Some(70));
         // The grid is relative to the range's start.
-        assert_eq!(split_point((5, 105), 25, 10, 10, 10), Some(75));
+        assert_eq!(split_point((5, 105), 25, (10, 10, 10), 0.5), Some(75));
+        // A slow holder keeps less: a fifth of [30, 100) is 14 -> 44 -> 50.
+        assert_eq!(split_point((0, 100), 20, (10, 10, 10), 0.2), Some(50));
         // Too little left for the splitter.
-        assert_eq!(split_point((0, 100), 80, 10, 0, 20), None);
-        assert_eq!(split_point((0, 100), 100, 10, 0, 1), None);
+        assert_eq!(split_point((0, 100), 80, (10, 0, 20), 0.5), None);
+        assert_eq!(split_point((0, 100), 100, (10, 0, 1), 0.5), None);
         // A frontier behind the start (nothing started) counts from the start.
-        assert_eq!(split_point((50, 150), 0, 10, 0, 10), Some(100));
+        assert_eq!(split_point((50, 150), 0, (10, 0, 10), 0.5), Some(100));
         for frontier in 0..100 {
-            if let Some(cut) = split_point((0, 100), frontier, 7, 3, 1) {
+            if let Some(cut) = split_point((0, 100), frontier, (7, 3, 1), 0.3) {
                 assert!(
                     cut > frontier + 3 && cut < 100 && cut % 7 == 0,
                     "{frontier} {cut}"

@@ -37,6 +37,10 @@ pub struct Board {
     /// The chunk size of this pod's range requests: the grid of its ranges, and the unit of the
     /// margin and smallest split.
     pub chunk: u64,
+    /// This pod (`index`, `count`) and its lanes: its own rate per lane, against a holder's per
+    /// claim, sets where a split cuts.
+    pub pod: (u32, u32),
+    pub lanes: usize,
     /// Done markers read so far, by file name: they never change once written, so each is read
     /// once and later looks only list the directory.
     pub seen: std::sync::Mutex<HashMap<String, ClaimDone>>,
@@ -217,9 +221,20 @@ impl Board {
     /// second half by creating the claim lease at the cut.
     fn split(&self, bounds: &Bounds, leases: &Leases, now: SystemTime) -> Result<Work> {
         let dir = &self.dir;
-        let mut best: Option<(u64, usize, u64)> = None;
-        for pod in PodClaims::read_all(dir) {
-            for c in pod.claims {
+        let pods = PodClaims::read_all(dir);
+        let per_claim = |p: &PodClaims| p.rate_bps as f64 / p.claims.len().max(1) as f64;
+        // This lane's rate: its pod's over its lanes (none yet: assume the holder's).
+        let mine = pods
+            .iter()
+            .find(|p| (p.index, p.count) == self.pod)
+            .map(|p| p.rate_bps as f64 / self.lanes.max(1) as f64)
+            .filter(|r| *r > 0.0);
+        // (seconds the holder still needs, file, cut)
+        let mut best: Option<(f64, usize, u64)> = None;
+        for pod in &pods {
+            let theirs = per_claim(pod).max(1.0);
+            let ours = mine.unwrap_or(theirs);
+            for c in &pod.claims {
                 let Some(f) = self.files.get(c.file).filter(|f| f.path == c.path) else {
                     continue;
                 };
@@ -229,12 +244,19 @@ impl Board {
                 }
                 let end = bounds.end_of(c.file, c.start, f.size);
                 let chunk = c.chunk.max(1);
-                let Some(cut) = split_point((c.start, end), c.frontier, chunk, chunk, 2 * chunk)
+                let keep = theirs / (theirs + ours);
+                let Some(cut) =
+                    split_point((c.start, end), c.frontier, (chunk, chunk, chunk), keep)
                 else {
                     continue;
                 };
-                if best.is_none_or(|(left, _, _)| end - cut > left) {
-                    best = Some((end - cut, c.file, cut));
+                let left = (end - c.frontier.max(c.start)) as f64 / theirs;
+                // Only where it helps: our part must end before the holder would end it all.
+                if (end - cut) as f64 / ours >= left {
+                    continue;
+                }
+                if best.is_none_or(|(l, _, _)| left > l) {
+                    best = Some((left, c.file, cut));
                 }
             }
         }

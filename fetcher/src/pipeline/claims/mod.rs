@@ -43,6 +43,11 @@ use board::{Board, BoardFile, Work};
 /// the others run out of work).
 const LANE_CONNECTIONS: usize = 2;
 
+/// How often a lane with nothing to do looks again: a listing of two small directories, so
+/// often enough that the end of the Job (the last file published, a split worth making) is
+/// seen within a fraction of a second.
+const WAIT_EVERY: Duration = Duration::from_millis(200);
+
 /// One claim this pod holds now.
 struct Holding {
     file: usize,
@@ -107,6 +112,8 @@ pub async fn fetch_claims<O: Origin>(
             })
             .collect(),
         chunk: opts.chunk_size,
+        pod: (i, n),
+        lanes: run.opts.transfer.jobs.max(1),
         seen: Default::default(),
     });
     let ranges = origin.open(&snapshot).await?;
@@ -188,7 +195,7 @@ impl<O: Origin> Pod<'_, O> {
                     }
                     return Ok(());
                 }
-                Work::Wait => tokio::time::sleep(WATCH_EVERY).await,
+                Work::Wait => tokio::time::sleep(WAIT_EVERY).await,
                 Work::Finish { file, lock } => {
                     self.finish_file(file).await?;
                     drop(lock);
