@@ -83,6 +83,42 @@ pub fn parse_heartbeat_name(name: &str) -> Option<(u32, u32)> {
     Some((i.parse().ok()?, n.parse().ok()?))
 }
 
+/// The state of a dynamic Job's claims ([`crate::claims`]): done markers and per-pod state.
+pub fn claims_dir(dir: &Path) -> PathBuf {
+    dir.join(STATE_DIR).join("claims")
+}
+
+/// Done markers: `F-S.json` for a finished range, `F.json` for a published file.
+pub fn claims_done_dir(dir: &Path) -> PathBuf {
+    claims_dir(dir).join("done")
+}
+
+/// [`crate::claims::ClaimDone`] of the claim on file number `file` from byte `start`.
+pub fn claim_done_path(dir: &Path, file: usize, start: u64) -> PathBuf {
+    claims_done_dir(dir).join(format!("{file}-{start}.json"))
+}
+
+/// [`crate::claims::FileDone`] of file number `file`.
+pub fn file_done_path(dir: &Path, file: usize) -> PathBuf {
+    claims_done_dir(dir).join(format!("{file}.json"))
+}
+
+/// Per-pod state ([`crate::claims::PodClaims`]).
+pub fn claims_pods_dir(dir: &Path) -> PathBuf {
+    claims_dir(dir).join("pods")
+}
+
+/// The state file of pod `index` of `count`.
+pub fn pod_claims_path(dir: &Path, index: u32, count: u32) -> PathBuf {
+    claims_pods_dir(dir).join(format!("{index}-of-{count}.json"))
+}
+
+/// The journal of one claim's range of partial file `name` (the range starting at `start`):
+/// each claim journals apart, so a pod taking a claim over resumes exactly its ranges.
+pub fn claim_journal_path(dir: &Path, name: &str, start: u64) -> PathBuf {
+    journal_dir(dir).join(format!("{name}.claim-{start}.log"))
+}
+
 /// The publish log of one writer: `published.jsonl`, or one per slice so that pods of an
 /// Indexed Job never append to the same file on a shared filesystem.
 pub fn published_log(dir: &Path, slice: Option<(u32, u32)>) -> PathBuf {

@@ -4,12 +4,13 @@
 //! where ferry keeps its own state ([`layout`]), the completion manifest that marks a directory
 //! as complete and verified ([`manifest`]), the file hashes both hubs use ([`hash`]), checkpoint
 //! validation from safetensors headers and the index ([`validate`]), verification against the
-//! manifest ([`verify`]), the typed `.ferry/` files a running fetch writes ([`state`]), download slices for Indexed Jobs ([`slices`]), per-node warm plans
+//! manifest ([`verify`]), the typed `.ferry/` files a running fetch writes ([`state`]), download slices for Indexed Jobs ([`slices`]) and their dynamic claims ([`claims`]), per-node warm plans
 //! ([`warm_plan`], made by [`loader`]) and the read-only directory status ([`status`]). The lease
 //! file ([`lease`]) and this process's identity ([`host`]: host name, boot id, pid namespace,
 //! the one place that reads them) are shared by everything that writes markers.
 //! The fetcher writes the manifest; `ferry verify`, `ferry status` and the sidecar read it.
 
+pub mod claims;
 pub mod error;
 pub mod finding;
 pub mod hash;

@@ -104,6 +104,10 @@ pub struct SlicePin {
     pub revision: String,
     pub commit: String,
     pub count: u32,
+    /// Pods claim pieces as they go (`--dynamic`, [`crate::claims`]) instead of a fixed slice
+    /// each; a directory is fetched in one mode only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dynamic: bool,
 }
 
 impl SlicePin {

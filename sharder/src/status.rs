@@ -100,6 +100,10 @@ pub struct Status {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slice_progress: Vec<SliceProgress>,
     pub lock: Vec<LockHolder>,
+    /// A dynamic Job's pods: which pieces each holds and how fast it goes
+    /// ([`crate::claims::ClaimsView`]; its claim leases are not listed under `lock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<crate::claims::ClaimsView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<Heartbeat>,
     /// Seconds since the heartbeat was last written (its `updated_at`, else its mtime).
@@ -202,6 +206,7 @@ pub fn status(dir: &Path) -> Result<Status> {
         slices,
         slice_progress,
         lock,
+        claims: crate::claims::ClaimsView::read(dir),
         progress,
         last_progress_seconds,
         verdict,

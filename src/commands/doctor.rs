@@ -296,6 +296,7 @@ async fn from_hub(hub: &crate::args::Hub, spec: &str) -> anyhow::Result<ModelFac
         exclude: Vec::new(),
         transfer: ferry_fetcher::transfer::TransferOptions::default(),
         slice: None,
+        dynamic: false,
         s3_endpoint: None,
         replace: false,
         offline: false,

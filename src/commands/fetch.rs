@@ -94,6 +94,11 @@ pub struct Args {
     /// fail at once (also FERRY_OFFLINE=1, and HF_HUB_OFFLINE=1 for Hugging Face).
     #[arg(long)]
     offline: bool,
+    /// With --slice/--slices: claim pieces from the shared directory as they go (files, and ranges
+    /// of large files split while in flight) instead of a fixed slice each, so a fast pod takes
+    /// over from a slow or dead one. All pods of the Job must pass it.
+    #[arg(long)]
+    dynamic: bool,
     /// Machine-readable progress lines and a final summary on stdout.
     #[arg(long)]
     json: bool,
@@ -187,6 +192,14 @@ fn target(args: &Args, origin: &OriginSpec) -> anyhow::Result<TargetSpec> {
 }
 
 fn slice(args: &Args) -> anyhow::Result<Option<SliceSpec>> {
+    if args.dynamic && args.slice.is_none() && args.slices.is_none() {
+        return Err(ferry_fetcher::Error::Usage(
+            "--dynamic claims pieces among the pods of a Job: give --slices N (index from \
+             JOB_COMPLETION_INDEX) or --slice I/N"
+                .into(),
+        )
+        .into());
+    }
     Ok(match (args.slice, args.slices) {
         (Some(s), _) => Some(s),
         (None, Some(count)) => {
@@ -230,6 +243,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         target: target(&args, &origin)?,
         origin,
         slice: slice(&args)?,
+        dynamic: args.dynamic,
         include: args.include.clone(),
         exclude: args.exclude.clone(),
         transfer: TransferOptions {

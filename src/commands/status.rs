@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::format;
 use crate::format::size as human;
 
 #[derive(clap::Args)]
@@ -156,6 +157,41 @@ fn print_writers(s: &ferry_sharder::status::Status) {
                 .map(|a| format!(", heartbeat {a}s ago"))
                 .unwrap_or_default()
         );
+    }
+    if let Some(c) = &s.claims {
+        println!(
+            "  claims     {} pieces done, {} files published (dynamic Job)",
+            c.pieces_done, c.files_done
+        );
+        for p in &c.pods {
+            let held: Vec<String> = p
+                .claims
+                .iter()
+                .map(|h| {
+                    format!(
+                        "{} [{}, {}) at {}",
+                        h.path,
+                        format::size(h.start),
+                        format::size(h.end),
+                        format::size(h.frontier)
+                    )
+                })
+                .collect();
+            println!(
+                "  pod        {} on {}: {}, {} downloaded, {} pieces done, {}s ago; {}",
+                p.pod,
+                p.host,
+                format::rate(p.rate_bps as f64),
+                format::size(p.bytes_downloaded),
+                p.pieces_done,
+                p.updated_seconds_ago,
+                if held.is_empty() {
+                    if p.idle { "idle" } else { "no claims" }.to_string()
+                } else {
+                    format!("holds {}", held.join("; "))
+                }
+            );
+        }
     }
     for l in &s.lock {
         let beat = match (l.heartbeat_seconds_ago, l.timeout_seconds) {

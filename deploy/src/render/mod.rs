@@ -226,6 +226,13 @@ mod tests {
             ]
         );
         assert_eq!(objs[0]["metadata"]["name"], "llm");
+        // The download Job claims pieces dynamically: uneven links add up.
+        let fetch = objs[2]["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap();
+        let at = fetch.iter().position(|a| a == "--slices").unwrap();
+        assert_eq!(fetch[at + 1], objs[2]["spec"]["completions"].to_string());
+        assert!(fetch.iter().any(|a| a == "--dynamic"), "{fetch:?}");
         let lws = &objs[3];
         assert_eq!(lws["spec"]["leaderWorkerTemplate"]["size"], 4);
         let args = lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]

@@ -40,7 +40,8 @@ fn fetch_container(p: &Params, slices: Option<u64>) -> Value {
         json!(p.source),
     ];
     if let Some(n) = slices {
-        args.extend([json!("--slices"), json!(n.to_string())]);
+        // Dynamic claims: uneven links add up and a dead pod's pieces move to the others.
+        args.extend([json!("--slices"), json!(n.to_string()), json!("--dynamic")]);
     }
     if let Some(rev) = &p.revision {
         args.extend([json!("--revision"), json!(rev)]);
@@ -80,7 +81,7 @@ pub(super) fn download_job(p: &Params) -> Value {
         "kind": "Job",
         "metadata": {"name": format!("{}-download", p.base_name()), "labels": labels(p, "download")},
         "spec": {
-            // Each index downloads slice JOB_COMPLETION_INDEX of --slices.
+            // Index JOB_COMPLETION_INDEX of --slices, claiming pieces as it goes (--dynamic).
             "completionMode": "Indexed",
             "completions": p.slices,
             "parallelism": p.slices,

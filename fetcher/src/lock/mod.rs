@@ -105,6 +105,14 @@ pub fn acquire_finalize(dir: &Path) -> Result<DirLock> {
     }
 }
 
+/// Takes lease `name` on `dir` if it is free (never held, released, stale, or its holder gone),
+/// renewed until dropped; `Locked` when a live holder has it. For the claims of a dynamic Job.
+pub fn try_lease(dir: &Path, name: &str) -> Result<DirLock> {
+    let timeout = timeout()?;
+    let held = take::take(dir, name, timeout)?;
+    Ok(DirLock::start(vec![held], Vec::new(), timeout))
+}
+
 /// Fails when a lease this process holds on `dir` was taken over (or its file vanished): call
 /// it before every step that another writer must not see twice (publish, manifest).
 pub fn still_held(dir: &Path) -> Result<()> {

@@ -10,8 +10,10 @@
 //!
 //! An Indexed Job's slice ([`slice`]) is a layer over the same stages for a directory; an
 //! `ollama://` tag runs them into an Ollama models directory ([`crate::target::ollama`]); a hub
-//! cache ([`crate::target::cache`]) runs the same stages under its repo folder's lock.
+//! cache ([`crate::target::cache`]) runs the same stages under its repo folder's lock; a dynamic
+//! Job's claims ([`claims`]) are a layer over the same stages for a directory.
 
+pub mod claims;
 pub mod offline;
 pub mod options;
 pub mod report;
@@ -70,6 +72,9 @@ pub async fn fetch(
             let origin = HubOrigin::new(repo.clone(), token)?.with_timeouts(stall, retry);
             match opts.slice {
                 None => into_dir(&run, &origin, dir.clone()).await?,
+                Some(spec) if opts.dynamic => {
+                    claims::fetch_claims(&run, &origin, dir.clone(), spec).await?
+                }
                 Some(spec) => slice::fetch_slice(&run, &origin, dir.clone(), spec).await?,
             }
         }

@@ -17,6 +17,9 @@ pub struct FetchOptions {
     /// Fetch only slice `index` of `count` of an Indexed Job; the last slice done completes the
     /// directory.
     pub slice: Option<SliceSpec>,
+    /// With `slice`: claim pieces from the shared directory as they go ([`super::claims`])
+    /// instead of fetching the fixed slice.
+    pub dynamic: bool,
     /// S3 endpoint for `s3://` origins and targets (`--s3-endpoint`); None: `AWS_ENDPOINT_URL_S3`,
     /// `AWS_ENDPOINT_URL`, else AWS itself.
     pub s3_endpoint: Option<String>,

@@ -35,12 +35,7 @@ pub async fn fetch_slice<O: Origin>(
     dir: PathBuf,
     spec: SliceSpec,
 ) -> Result<Summary> {
-    let (i, n) = (spec.index, spec.count);
-    if n == 0 || i >= n {
-        return Err(Error::Usage(format!(
-            "slice {i}/{n} does not exist: the index must be below the count"
-        )));
-    }
+    let (i, n) = check_spec(spec)?;
     let target = DirTarget::new(
         dir,
         run.opts.transfer.clone(),
@@ -49,7 +44,7 @@ pub async fn fetch_slice<O: Origin>(
     )?;
     let dir = target.dir().to_path_buf();
     let _lock = crate::lock::acquire(&dir, Some((i, n)))?;
-    let snapshot = pinned_snapshot(run, origin, &dir, n).await?;
+    let snapshot = pinned_snapshot(run, origin, &dir, n, false).await?;
     let plan = plan_slices(
         &snapshot
             .files
@@ -102,6 +97,17 @@ pub async fn fetch_slice<O: Origin>(
         summary.retries += own.retries;
     }
     Ok(summary)
+}
+
+/// `(index, count)` of an existing slice (a library caller may build any spec).
+pub(super) fn check_spec(spec: SliceSpec) -> Result<(u32, u32)> {
+    let (i, n) = (spec.index, spec.count);
+    if n == 0 || i >= n {
+        return Err(Error::Usage(format!(
+            "slice {i}/{n} does not exist: the index must be below the count"
+        )));
+    }
+    Ok((i, n))
 }
 
 /// Paths that more than one slice holds a piece of.
@@ -202,16 +208,18 @@ fn merge_journals(dir: &Path, f: &RemoteFile, n: u32) -> Result<()> {
     Ok(())
 }
 
-/// The commit all slices fetch: pinned by the first pod to get here.
-async fn pinned_snapshot<O: Origin>(
+/// The commit all slices (or, `dynamic`, all pods claiming pieces) fetch: pinned by the first
+/// pod to get here.
+pub(super) async fn pinned_snapshot<O: Origin>(
     run: &Run<'_>,
     origin: &O,
     dir: &Path,
     count: u32,
+    dynamic: bool,
 ) -> Result<Arc<Snapshot>> {
     let (include, exclude) = (&run.opts.include, &run.opts.exclude);
     if let Some(pin) = SlicePin::read(dir)? {
-        check_pin(origin, &pin, count, dir)?;
+        check_pin(origin, &pin, (count, dynamic), dir)?;
         return resolve(origin, Some(&pin.commit), include, exclude).await;
     }
     let snapshot = resolve(origin, None, include, exclude).await?;
@@ -221,9 +229,10 @@ async fn pinned_snapshot<O: Origin>(
         revision: snapshot.revision.clone(),
         commit: snapshot.commit.clone(),
         count,
+        dynamic,
     };
     let winner = write_pin(dir, &pin)?;
-    check_pin(origin, &winner, count, dir)?;
+    check_pin(origin, &winner, (count, dynamic), dir)?;
     if winner.commit == snapshot.commit {
         Ok(snapshot)
     } else {
@@ -253,28 +262,37 @@ fn write_pin(dir: &Path, pin: &SlicePin) -> Result<SlicePin> {
     })
 }
 
-fn check_pin<O: Origin>(origin: &O, pin: &SlicePin, count: u32, dir: &Path) -> Result<()> {
+fn check_pin<O: Origin>(
+    origin: &O,
+    pin: &SlicePin,
+    (count, dynamic): (u32, bool),
+    dir: &Path,
+) -> Result<()> {
     let asked = origin.revision().unwrap_or(&pin.revision);
     if pin.repo != origin.repo()
         || pin.source != origin.id()
         || pin.count != count
+        || pin.dynamic != dynamic
         || pin.revision != asked
     {
+        let mode = |d: bool| if d { "dynamic" } else { "static" };
         return Err(Error::Usage(format!(
-            "{} pins this directory to {} ({}) at {} in {} slices, not what this run asks for; \
-             delete {} to start over",
+            "{} pins this directory to {} ({}) at {} in {} {} slices, not what this run asks \
+             for ({count} {}); delete {} to start over",
             layout::pin_path(dir).display(),
             pin.repo,
             pin.source,
             pin.revision,
             pin.count,
+            mode(pin.dynamic),
+            mode(dynamic),
             layout::slices_dir(dir).display()
         )));
     }
     Ok(())
 }
 
-async fn finalize_lock(dir: &Path) -> Result<crate::lock::DirLock> {
+pub(super) async fn finalize_lock(dir: &Path) -> Result<crate::lock::DirLock> {
     let dir = dir.to_path_buf();
     blocking("lock task", move || crate::lock::acquire_finalize(&dir)).await?
 }
@@ -290,6 +308,7 @@ mod tests {
             revision: "main".into(),
             commit: commit.into(),
             count: 8,
+            dynamic: false,
         }
     }
 

@@ -184,6 +184,29 @@ impl DirTarget {
         )
     }
 
+    /// Opens the piece `[start, end)` of `f` that a dynamic Job's claim holds, journaled apart
+    /// under the claim's start so whoever takes the claim over resumes it
+    /// ([`layout::claim_journal_path`]).
+    pub fn open_claim_job(
+        &self,
+        ranges: &dyn Ranges,
+        f: &RemoteFile,
+        (start, end): (u64, u64),
+        meter: &Meter,
+    ) -> Result<Arc<FileJob>> {
+        let name = partial_name(f);
+        let (job, _) = FileJob::open(
+            f.clone(),
+            ranges.file_url(f),
+            layout::partial_path(&self.dir, &name),
+            layout::claim_journal_path(&self.dir, &name, start),
+            self.opts.chunk_size,
+            Some((start, end - start)),
+        )?;
+        meter.add_reused((end - start).saturating_sub(job.pending_bytes()));
+        Ok(Arc::new(job))
+    }
+
     /// Checks free space, then runs the transfer scheduler over `jobs`.
     pub async fn run_jobs(
         &self,

@@ -103,6 +103,27 @@ impl FileJob {
 }
 
 impl FileJob {
+    /// Stops this piece at `end` (a dynamic Job's claim was split, `pipeline::claims`): pending
+    /// chunks from `end` on are dropped and one straddling it is shortened; chunks already
+    /// started run to their end. Only for pieces (`!whole`): a whole file must be fetched whole.
+    pub fn cut_at(&self, end: u64) {
+        if self.whole {
+            return;
+        }
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.pending.retain_mut(|(s, e)| {
+            *e = (*e).min(end);
+            *s < *e
+        });
+    }
+
+    /// The first byte not yet started (pending chunks are taken front first), or None when
+    /// every chunk has started: where a splitter may cut after.
+    pub fn frontier(&self) -> Option<u64> {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.pending.front().map(|(s, _)| *s)
+    }
+
     /// Bytes still to fetch in this run.
     pub fn pending_bytes(&self) -> u64 {
         self.state

@@ -88,7 +88,7 @@ impl Scheduler {
             .collect();
         for job in ready {
             if !job.whole {
-                self.finished(&job, false);
+                self.finish_if_drained(&job).await?;
             } else if let Some(job) = self.claim_finalize(&job) {
                 if let Err(e) = self.finalize(&job).await {
                     self.fail(e);
@@ -143,6 +143,13 @@ impl Scheduler {
             let next = self.next_chunk();
             let Some((job, start, end)) = next else {
                 drop(permit);
+                // A piece cut short (`FileJob::cut_at`) may be left with nothing to do.
+                let pieces: Vec<Arc<FileJob>> = self.lock_sched().active.clone();
+                for job in pieces.iter().filter(|j| !j.whole) {
+                    if let Err(e) = self.finish_if_drained(job).await {
+                        self.fail(e);
+                    }
+                }
                 if self.lock_sched().unfinished == 0 {
                     self.wake.notify_waiters();
                     return;
@@ -203,6 +210,10 @@ impl Scheduler {
                 self.meter.file_started(&job.remote.path);
                 return take(&job);
             }
+            // A piece cut to nothing before it started: the worker's sweep finishes it.
+            if !job.whole {
+                sched.active.push(job);
+            }
         }
         let busiest_first = sched
             .active
@@ -254,15 +265,7 @@ impl Scheduler {
             st.active -= 1;
         }
         if !job.whole {
-            let last = job
-                .state
-                .lock()
-                .map(|s| s.pending.is_empty() && s.active == 0)
-                .unwrap_or(false);
-            if last {
-                self.finished(job, false);
-            }
-            return Ok(());
+            return self.finish_if_drained(job).await;
         }
         self.advance_hash(job, false).await?;
         if let Some(job) = self.claim_finalize(job) {
@@ -307,6 +310,22 @@ impl Scheduler {
                 );
             }
         }
+    }
+
+    /// A piece with nothing pending or in flight: journal what is still unsynced and take it off
+    /// the books, once (`finalizing` marks it taken).
+    async fn finish_if_drained(&self, job: &Arc<FileJob>) -> Result<()> {
+        let unsynced = {
+            let mut st = job.state.lock().unwrap_or_else(|p| p.into_inner());
+            if job.whole || st.finalizing || !st.pending.is_empty() || st.active != 0 {
+                return Ok(());
+            }
+            st.finalizing = true;
+            std::mem::take(&mut st.unsynced)
+        };
+        self.make_durable(job, unsynced).await?;
+        self.finished(job, false);
+        Ok(())
     }
 
     /// Takes a job off the books: published (`done`), or (for a piece) all its ranges

@@ -64,6 +64,8 @@ fn lease_holders(dir: &Path) -> Vec<LockHolder> {
     let now = std::time::SystemTime::now();
     crate::lease::current(dir)
         .into_iter()
+        // A dynamic Job's claims are many and short-lived: `claims` shows them per pod.
+        .filter(|l| !l.name.starts_with("claim-") && !l.name.starts_with("file-"))
         .map(|l| {
             let state = if l.released {
                 "released"
