@@ -8,9 +8,11 @@
 //! 4. validate: [`Target::validate`] (safetensors headers, index);
 //! 5. manifest: [`Target::commit`], last.
 //!
-//! An Indexed Job's slice ([`slice`]) is a layer over the same stages for a directory.
+//! An Indexed Job's slice ([`slice`]) is a layer over the same stages for a directory;
+//! [`preview`] is stage 1 and a read-only look at the target, for `--dry-run`.
 
 pub mod options;
+pub mod preview;
 pub mod report;
 pub mod resolve;
 pub mod slice;

@@ -18,13 +18,17 @@ pub async fn resolve<O: Origin>(
     let snapshot = origin.resolve(pinned).await?;
     let files = Selection::new(include, exclude)?.apply(&origin.repo(), snapshot.files.clone())?;
     tracing::info!(
-        "{} {} at {} ({}): {} files, {}",
+        "{} {} at {} ({}): {} file{}, {}",
         origin.name(),
         snapshot.repo,
         snapshot.revision,
         &snapshot.commit[..12.min(snapshot.commit.len())],
         files.len(),
+        if files.len() == 1 { "" } else { "s" },
+        // Decimal units, as the binary prints sizes everywhere.
         bytesize::ByteSize(files.iter().map(|f| f.size).sum())
+            .display()
+            .si()
     );
     Ok(Arc::new(Snapshot { files, ..snapshot }))
 }

@@ -208,9 +208,7 @@ impl Target for DirTarget {
         let (errors, warnings): (Vec<_>, Vec<_>) = findings
             .into_iter()
             .partition(|f| f.is_error() && !filtered);
-        for w in &warnings {
-            tracing::warn!("checkpoint: {w}");
-        }
+        crate::select::log_findings(&warnings, filtered);
         if errors.is_empty() {
             return Ok(());
         }

@@ -116,6 +116,7 @@ async fn attempt(
     pos: &mut u64,
     end: u64,
 ) -> std::result::Result<(), Failure> {
+    let _connection = eng.meter.connection();
     let cached = job.location.lock().ok().and_then(|l| l.clone());
     let url = cached.clone().unwrap_or_else(|| job.url.clone());
     let http = eng.ranges.http();
@@ -137,7 +138,7 @@ async fn attempt(
         StatusCode::OK if *pos == 0 => {}
         StatusCode::OK => return Err(retry("server ignored the Range header")),
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-            eng.meter.throttled();
+            eng.meter.throttled(status.as_u16());
             return Err(Failure::Retry {
                 reason: format!("server answered {status} (rate limited)"),
                 wait: retry_after(&headers),
