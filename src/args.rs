@@ -65,7 +65,7 @@ pub fn nonzero_duration(s: &str) -> Result<std::time::Duration, String> {
 
 /// A request size: at least 1 MiB (smaller ranges cost more in requests than they save).
 pub fn range_size(s: &str) -> Result<bytesize::ByteSize, String> {
-    let b: bytesize::ByteSize = s.parse().map_err(|e| format!("{e}"))?;
+    let b: bytesize::ByteSize = s.parse()?;
     if b.as_u64() < 1 << 20 {
         return Err(format!("{s} is below the 1MiB minimum"));
     }
