@@ -40,3 +40,34 @@ impl NodeRank {
             .or_else(ferry_sidecar::gate::node_rank_from_env)
     }
 }
+
+/// A count of at least 1: `--jobs 0` is a usage error (exit 2), not silently 1.
+pub fn positive<T>(s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialEq + Default,
+    T::Err: std::fmt::Display,
+{
+    let n: T = s.parse().map_err(|e| format!("{e}"))?;
+    if n == T::default() {
+        return Err("must be at least 1".into());
+    }
+    Ok(n)
+}
+
+/// A duration that is not zero (`--stall-timeout 0s` would reconnect forever).
+pub fn nonzero_duration(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be more than 0s".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A request size: at least 1 MiB (smaller ranges cost more in requests than they save).
+pub fn range_size(s: &str) -> Result<bytesize::ByteSize, String> {
+    let b: bytesize::ByteSize = s.parse()?;
+    if b.as_u64() < 1 << 20 {
+        return Err(format!("{s} is below the 1MiB minimum"));
+    }
+    Ok(b)
+}

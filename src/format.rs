@@ -30,6 +30,16 @@ pub fn duration(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
 
+/// A count with its noun, singular for one: `1 file`, `163 files`, `2 retries`.
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    match (n, noun.strip_suffix('y')) {
+        (1, _) => format!("1 {noun}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        (_, None) => format!("{n} {noun}s"),
+    }
+}
+
 /// The first 12 hex digits of a commit, as git and the hubs show it.
 pub fn short_commit(commit: &str) -> &str {
     // A ModelScope pin by listing (`listing:<sha256>`) keeps its prefix, so it reads as one.
@@ -54,5 +64,10 @@ mod tests {
         assert_eq!(short_commit("0123456789abcdef"), "0123456789ab");
         assert_eq!(short_commit("abc"), "abc");
         assert_eq!(duration(Duration::from_millis(61_500)), "1m 1s");
+        assert_eq!(count(1u64, "file"), "1 file");
+        assert_eq!(count(0u64, "file"), "0 files");
+        assert_eq!(count(163u64, "file"), "163 files");
+        assert_eq!(count(2u64, "retry"), "2 retries");
+        assert_eq!(count(1u64, "retry"), "1 retry");
     }
 }

@@ -2,11 +2,17 @@
 //! their errors to the exit codes documented in the README.
 
 mod alloc;
+#[macro_use]
+mod output;
 mod args;
 mod commands;
+mod dry_run;
 mod exit;
+mod fetch_metrics;
 mod format;
+mod help;
 mod progress;
+mod rate;
 
 use clap::{Parser, Subcommand};
 
@@ -53,9 +59,41 @@ enum Command {
     Deploy(commands::deploy::DeployCommand),
 }
 
+impl Command {
+    /// The command was asked for `--json`: its errors are JSON lines too.
+    fn json(&self) -> bool {
+        match self {
+            Command::Fetch(a) => a.json(),
+            Command::Verify(a) => a.json(),
+            Command::Status(a) => a.json(),
+            _ => false,
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     alloc::bound_heap();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Bad flags are usage errors (exit 2); with --json they are a JSON line too.
+            if e.use_stderr() && std::env::args().any(|a| a == "--json") {
+                let message = e.render().to_string();
+                let first = message.lines().next().unwrap_or_default();
+                output::emit(
+                    "error",
+                    serde_json::json!({
+                        "kind": exit::kind_name(exit::USAGE),
+                        "message": first.trim_start_matches("error: "),
+                        "hint": exit::hint(exit::USAGE),
+                        "exit_code": exit::USAGE,
+                    }),
+                );
+            }
+            e.exit()
+        }
+    };
+    let json = cli.command.json();
     let quiet = matches!(&cli.command, Command::Fetch(a) if a.quiet());
     init_tracing(if quiet { None } else { Some(cli.verbose) });
     ferry_fetcher::net::tls::add_ca_files(cli.ca_cert.clone());
@@ -85,8 +123,20 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
+            let code = exit::code_for(&err);
             eprintln!("error: {err:#}");
-            std::process::ExitCode::from(exit::code_for(&err))
+            if json {
+                output::emit(
+                    "error",
+                    serde_json::json!({
+                        "kind": exit::kind_name(code),
+                        "message": format!("{err:#}"),
+                        "hint": exit::hint(code),
+                        "exit_code": code,
+                    }),
+                );
+            }
+            std::process::ExitCode::from(code)
         }
     }
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use ferry_fetcher::events::{Event, Reporter, Stats};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::format;
+use crate::rate::{self, Window};
+use crate::{format, output};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -36,8 +37,8 @@ impl Mode {
 pub struct Render {
     mode: Mode,
     bar: Option<ProgressBar>,
-    /// When and at how many downloaded bytes the last line was printed, for its rate.
-    last: Mutex<(Instant, u64)>,
+    /// Downloaded bytes over the last seconds, for the rate and the ETA.
+    window: Window,
 }
 
 impl Render {
@@ -45,7 +46,7 @@ impl Render {
         Render {
             mode,
             bar: None,
-            last: Mutex::new((Instant::now(), 0)),
+            window: Window::new(rate::SPAN),
         }
     }
 
@@ -57,24 +58,17 @@ impl Render {
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+                "{spinner} [{elapsed_precise}] {wide_bar} {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} ETA {eta} {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar
     }
 
-    /// Bytes per second downloaded since the last line.
-    fn rate(&self, s: &Stats) -> f64 {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
-        let rate = s.bytes_downloaded.saturating_sub(last.1) as f64 / dt;
-        *last = (now, s.bytes_downloaded);
-        rate
-    }
-
-    fn progress(&self, s: &Stats) {
+    fn progress(&mut self, s: &Stats) {
+        self.window.push(Instant::now(), s.bytes_downloaded);
+        let rate = self.window.rate();
+        let eta = self.window.eta(s.bytes_total.saturating_sub(s.bytes_done));
         match self.mode {
             Mode::Bar => {
                 if let Some(bar) = self.bar() {
@@ -84,15 +78,8 @@ impl Render {
                 }
             }
             Mode::Plain => {
-                let rate = self.rate(s);
-                let eta = if rate > 0.0 {
-                    let left = (s.bytes_total - s.bytes_done) as f64 / rate;
-                    format::duration(Duration::from_secs_f64(left))
-                } else {
-                    "?".into()
-                };
                 tracing::info!(
-                    "progress: {} / {} ({:.1}%), {}, ETA {eta}, files {}/{}",
+                    "progress: {} / {} ({:.1}%), {}, ETA {}, files {}/{}",
                     format::size(s.bytes_done),
                     format::size(s.bytes_total),
                     if s.bytes_total > 0 {
@@ -101,28 +88,33 @@ impl Render {
                         100.0
                     },
                     format::rate(rate),
+                    eta.map(format::duration).unwrap_or_else(|| "?".into()),
                     s.files_done,
                     s.files_total
                 );
             }
-            Mode::Json => {
-                let rate = self.rate(s);
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "event": "progress",
-                        "bytes_done": s.bytes_done,
-                        "bytes_total": s.bytes_total,
-                        "bytes_per_second": rate as u64,
-                        "files_done": s.files_done,
-                        "files_total": s.files_total,
-                        "retries": s.retries,
-                        "elapsed_seconds": s.elapsed.as_secs_f64(),
-                    })
-                );
-            }
+            Mode::Json => output::emit("progress", progress_fields(s, rate, eta)),
         }
     }
+}
+
+/// A `--json` progress line's fields: `bytes_per_second` over the last seconds,
+/// `average_bytes_per_second` since the transfer started, `eta_seconds` (null while unknown).
+pub fn progress_fields(s: &Stats, rate: f64, eta: Option<Duration>) -> serde_json::Value {
+    let elapsed = s.elapsed.as_secs_f64();
+    serde_json::json!({
+        "bytes_done": s.bytes_done,
+        "bytes_total": s.bytes_total,
+        "bytes_downloaded": s.bytes_downloaded,
+        "bytes_per_second": rate as u64,
+        "average_bytes_per_second": if elapsed > 0.0 { (s.bytes_downloaded as f64 / elapsed) as u64 } else { 0 },
+        "eta_seconds": eta.map(|d| d.as_secs()),
+        "files_done": s.files_done,
+        "files_total": s.files_total,
+        "retries": s.retries,
+        "connections": s.connections,
+        "elapsed_seconds": elapsed,
+    })
 }
 
 /// The bar is made when the transfer starts, so nothing is drawn before there is work.
@@ -148,10 +140,11 @@ impl Reporter for Reporting {
         let mut r = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match event {
             Event::Started(s) => {
-                *r.last.get_mut().unwrap_or_else(|p| p.into_inner()) =
-                    (Instant::now(), s.bytes_downloaded);
-                if r.mode == Mode::Bar {
-                    r.bar = Some(Render::new_bar());
+                r.window.push(Instant::now(), s.bytes_downloaded);
+                match r.mode {
+                    Mode::Bar => r.bar = Some(Render::new_bar()),
+                    Mode::Json => output::emit("started", progress_fields(&s, 0.0, None)),
+                    Mode::Plain => {}
                 }
             }
             Event::Progress(s) => r.progress(&s),

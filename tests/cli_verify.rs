@@ -133,9 +133,24 @@ fn corrupted_byte_fails_full_with_exit_5_naming_the_file() {
 
     let out = ferry(&["verify", dir, "--full", "--json"]);
     assert_eq!(out.status.code(), Some(5));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The report, then the error as a JSON line of its own.
+    let stdout = text(&out.stdout);
+    let mut lines = stdout.lines();
+    let v: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
     assert_eq!(v["ok"], false);
     assert_eq!(v["findings"][0]["file"], "model-00002-of-00002.safetensors");
+    let e: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(
+        (&e["event"], &e["kind"], &e["exit_code"]),
+        (&"error".into(), &"verify".into(), &5.into())
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("model-00002"),
+        "{e}"
+    );
+    assert!(!e["hint"].as_str().unwrap().is_empty());
+    assert_eq!(e["schema"], 1);
+    assert!(e["ts"].is_string());
 }
 
 #[test]

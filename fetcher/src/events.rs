@@ -1,7 +1,7 @@
 //! What a fetch tells whoever watches it. The fetcher never draws: it sends [`Event`]s to a
 //! [`Reporter`] the caller gives it, and the binary renders them (a terminal bar, plain log
-//! lines for a Kubernetes Job log, JSON lines with `--json`). A Prometheus exporter for the
-//! download plugs in here too.
+//! lines for a Kubernetes Job log, JSON lines with `--json`, the Prometheus exporter of
+//! `--metrics-listen`).
 
 use std::time::Duration;
 
@@ -17,6 +17,12 @@ pub struct Stats {
     pub files_done: u64,
     pub files_total: u64,
     pub retries: u64,
+    /// Throttle answers from the server, by cause: 429 Too Many Requests.
+    pub throttled_429: u64,
+    /// Throttle answers from the server, by cause: 503 Service Unavailable.
+    pub throttled_503: u64,
+    /// Range requests in flight now (each holds one connection).
+    pub connections: u64,
     /// Since the transfer started.
     pub elapsed: Duration,
 }

@@ -19,6 +19,10 @@ pub struct Meter {
     retries: AtomicU64,
     /// 429/503 answers seen, read by the connection controller.
     throttled: AtomicU64,
+    /// Of those, the 429s (the rest are 503s).
+    throttled_429: AtomicU64,
+    /// Range requests in flight.
+    connections: AtomicU64,
     in_progress: Mutex<Vec<String>>,
     stop: AtomicBool,
     pub started: Instant,
@@ -36,6 +40,8 @@ impl Meter {
             files_done: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
+            throttled_429: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             in_progress: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             started: Instant::now(),
@@ -63,8 +69,18 @@ impl Meter {
         self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn throttled(&self) {
+    /// The server answered `status` (429 or 503): it wants fewer requests.
+    pub fn throttled(&self, status: u16) {
+        if status == 429 {
+            self.throttled_429.fetch_add(1, Ordering::Relaxed);
+        }
         self.throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One range request in flight until the guard drops.
+    pub fn connection(&self) -> Connection<'_> {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        Connection(self)
     }
 
     pub fn throttle_count(&self) -> u64 {
@@ -124,7 +140,21 @@ impl Meter {
             files_done: self.files_done.load(Ordering::Relaxed),
             files_total: self.files_total.load(Ordering::Relaxed),
             retries: self.retries(),
+            throttled_429: self.throttled_429.load(Ordering::Relaxed),
+            throttled_503: self
+                .throttle_count()
+                .saturating_sub(self.throttled_429.load(Ordering::Relaxed)),
+            connections: self.connections.load(Ordering::Relaxed),
             elapsed: self.started.elapsed(),
         }
+    }
+}
+
+/// A range request in flight, counted in [`Stats::connections`] while it lives.
+pub struct Connection<'a>(&'a Meter);
+
+impl Drop for Connection<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -123,6 +123,28 @@ fn build(patterns: &[String]) -> Result<Option<GlobSet>> {
         .map_err(|e| Error::Usage(format!("bad patterns: {e}")))
 }
 
+/// Logs the checkpoint findings of a fetch that goes on regardless. A partial selection
+/// (`--include`/`--exclude`) leaves shards out on purpose, and the index then names a missing
+/// shard for every one of them: one summary line says so instead of a warning per shard.
+pub fn log_findings(findings: &[ferry_sharder::finding::Finding], filtered: bool) {
+    const LISTED: usize = 3;
+    if !filtered || findings.len() <= LISTED {
+        for f in findings {
+            tracing::warn!("checkpoint: {f}");
+        }
+        return;
+    }
+    let mut files: Vec<&str> = findings.iter().map(|f| f.file.as_str()).collect();
+    files.sort_unstable();
+    files.dedup();
+    tracing::warn!(
+        "checkpoint: --include/--exclude selected part of the checkpoint: {} findings in {}          file(s) (first: {}); expected for a partial download, `ferry verify DIR` lists them",
+        findings.len(),
+        files.len(),
+        findings[0]
+    );
+}
+
 /// Refuses names that could escape the target directory or clobber ferry's own state: a hub is
 /// not trusted to name files safely.
 pub fn check_path(repo: &str, path: &str) -> Result<()> {

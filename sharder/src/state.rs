@@ -45,6 +45,12 @@ pub struct Heartbeat {
     pub bytes_done: Option<u64>,
     #[serde(default)]
     pub in_progress: Vec<String>,
+    /// For a slice: the whole selection's file count and bytes (all slices together), so a
+    /// sliced directory's status shows totals before any slice finishes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_files_total: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_bytes_total: Option<u64>,
 }
 
 impl Heartbeat {

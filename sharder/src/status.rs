@@ -42,10 +42,10 @@ pub struct LockHolder {
     pub host: Option<String>,
     pub started_at: Option<String>,
     /// `held` (the kernel lists a lock on the file, or a lease's heartbeat is fresh), `alive`
-    /// (the named process runs on this host), `stale` (it does not, or a lease's heartbeat is
-    /// older than its timeout: free to take over), `dead` (a lease whose holder ran on this node
-    /// and is gone), `released` (a lease let go), `unknown`
-    /// (another host, unlisted lock: look there).
+    /// (the named process runs on this host), `free` (a flock file whose last holder is gone,
+    /// however it ended), `stale` (a lease whose heartbeat is older than its timeout: free to
+    /// take over), `dead` (a lease whose holder ran on this node and is gone), `released` (a
+    /// lease let go), `unknown` (another host, unlisted lock: look there).
     pub state: String,
     /// For a lease (`.ferry/lease/NAME.G.json`): seconds since its holder's last heartbeat, as
     /// seen from this node's clock, and after how many it may be taken over.
@@ -133,7 +133,8 @@ pub fn status(dir: &Path) -> Result<Status> {
     let is_stray = |f: &str| verify::is_partial_name(f) && !listed.contains(f);
     let stray: Vec<String> = on_disk.iter().filter(|f| is_stray(f)).cloned().collect();
     let published: Vec<&String> = on_disk.iter().filter(|f| !is_stray(f)).collect();
-    let progress = read_progress(dir);
+    let slices = slice_states(dir);
+    let progress = read_progress(dir).or_else(|| sliced_progress(dir, &slices));
     let (partial_files, partial_bytes, partial_names) = partials(dir);
     let published_bytes: u64 = published
         .iter()
@@ -153,7 +154,6 @@ pub fn status(dir: &Path) -> Result<Status> {
         _ => partial_names,
     };
     let last_progress_seconds = last_progress_age(dir, progress.as_ref());
-    let slices = slice_states(dir);
     let mut slice_progress = slice_heartbeats(dir);
     // A finished slice's last heartbeat may count only what its final run moved (0 when it had
     // nothing left to fetch): its completion marker says all of it is there.
@@ -252,6 +252,42 @@ fn expected(
 
 fn read_progress(dir: &Path) -> Option<Heartbeat> {
     Heartbeat::read(&layout::heartbeat_path(dir, None))
+}
+
+/// An Indexed Job's slices write a heartbeat each and no whole one: their sum, so a sliced
+/// directory shows its repo, totals and the names of the files in flight. Finished slices'
+/// in-flight lists are left out (their last heartbeat may predate the end).
+fn sliced_progress(dir: &Path, states: &[SliceState]) -> Option<Heartbeat> {
+    let entries = std::fs::read_dir(layout::slices_dir(dir)).ok()?;
+    let mut beats: Vec<((u32, u32), Heartbeat)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let at = layout::parse_heartbeat_name(&name)?;
+            Some((at, Heartbeat::read(&e.path())?))
+        })
+        .collect();
+    beats.sort_by(|a, b| b.1.updated_at.cmp(&a.1.updated_at));
+    let ((_, count), newest) = beats.first()?.clone();
+    let finished = |i: u32, n: u32| states.iter().any(|s| s.count == n && s.done.contains(&i));
+    let mut in_progress: Vec<String> = beats
+        .iter()
+        .filter(|((i, n), _)| *n == count && !finished(*i, *n))
+        .flat_map(|(_, b)| b.in_progress.iter().cloned())
+        .collect();
+    in_progress.sort();
+    in_progress.dedup();
+    Some(Heartbeat {
+        pid: None,
+        host: None,
+        slice: None,
+        files_total: newest.model_files_total,
+        bytes_total: newest.model_bytes_total,
+        files_done: None,
+        bytes_done: None,
+        in_progress,
+        ..newest
+    })
 }
 
 /// Files under `.ferry/partial` and the bytes they occupy (allocated blocks: partial files are

@@ -2,7 +2,9 @@
 //! natively, encoded by the `prometheus-client` crate.
 //!
 //! Every series is a gauge refreshed from a [`Snapshot`] at scrape time, so the gate never has to
-//! know about metrics and a scrape always sees one consistent state.
+//! know about metrics and a scrape always sees one consistent state. While the gate waits for the
+//! manifest, the download's progress comes from what the fetch (or its slices) leaves under
+//! `.ferry/` ([`ferry_sharder::status`]: heartbeats, published and partial files).
 
 use std::sync::atomic::AtomicU64;
 
@@ -11,6 +13,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
+
+use ferry_sharder::status::Status;
 
 use crate::gate::{Phase, Snapshot};
 
@@ -63,6 +67,12 @@ pub struct Metrics {
     preflight: Family<FindingLabels, Gauge>,
     recheck_failures: Counter,
     recheck_failed: Family<ReasonLabels, Gauge>,
+    download_bytes_done: Gauge,
+    download_bytes_total: Gauge,
+    download_files_done: Gauge,
+    download_files_total: Gauge,
+    download_slices_done: Gauge,
+    download_heartbeat_age: FGauge,
 }
 
 impl Default for Metrics {
@@ -90,6 +100,12 @@ impl Metrics {
             preflight: Family::default(),
             recheck_failures: Counter::default(),
             recheck_failed: Family::default(),
+            download_bytes_done: Gauge::default(),
+            download_bytes_total: Gauge::default(),
+            download_files_done: Gauge::default(),
+            download_files_total: Gauge::default(),
+            download_slices_done: Gauge::default(),
+            download_heartbeat_age: FGauge::default(),
         };
         m.register_gate();
         m.register_checks_and_warm();
@@ -186,10 +202,74 @@ impl Metrics {
             "1 while a re-check keeps the gate shut, with what it found as the reason label",
             self.recheck_failed.clone(),
         );
+        r.register_with_unit(
+            "ferry_download_done",
+            "Bytes of the model on disk so far (published and partial files); the model's size once complete",
+            Unit::Bytes,
+            self.download_bytes_done.clone(),
+        );
+        r.register_with_unit(
+            "ferry_download_size",
+            "Bytes the download will hold, from the manifest or the fetch's heartbeat (0 while unknown)",
+            Unit::Bytes,
+            self.download_bytes_total.clone(),
+        );
+        r.register(
+            "ferry_download_files_done",
+            "Model files published under their final names",
+            self.download_files_done.clone(),
+        );
+        r.register(
+            "ferry_download_files",
+            "Files the download will hold (0 while unknown)",
+            self.download_files_total.clone(),
+        );
+        r.register(
+            "ferry_download_slices_done",
+            "Slices of an Indexed download Job that have finished",
+            self.download_slices_done.clone(),
+        );
+        r.register_with_unit(
+            "ferry_download_heartbeat_age",
+            "Time since the fetch last wrote its heartbeat (NaN when there is none)",
+            Unit::Seconds,
+            self.download_heartbeat_age.clone(),
+        );
     }
 
-    /// Sets every series from `s` and encodes them.
-    pub fn render(&self, s: &Snapshot) -> String {
+    /// The download's progress: from `download` (the directory's status, read while the gate
+    /// waits), else, once the manifest is there, all of the model.
+    fn set_download(&self, s: &Snapshot, download: Option<&Status>) {
+        let (bytes_done, bytes_total, files_done, files_total, slices, age) = match download {
+            Some(d) => (
+                d.bytes_total.map_or(d.bytes_done, |t| d.bytes_done.min(t)),
+                d.bytes_total.unwrap_or(0),
+                d.files_done,
+                d.files_total.unwrap_or(0),
+                d.slices.iter().map(|sl| sl.done.len()).max().unwrap_or(0) as u64,
+                d.last_progress_seconds.map_or(f64::NAN, |a| a as f64),
+            ),
+            None => (
+                s.model_bytes,
+                s.model_bytes,
+                s.model_files,
+                s.model_files,
+                0,
+                f64::NAN,
+            ),
+        };
+        self.download_bytes_done.set(bytes_done as i64);
+        self.download_bytes_total.set(bytes_total as i64);
+        self.download_files_done.set(files_done as i64);
+        self.download_files_total.set(files_total as i64);
+        self.download_slices_done.set(slices as i64);
+        self.download_heartbeat_age.set(age);
+    }
+
+    /// Sets every series from `s` (and the download's progress from `download`, while the gate
+    /// waits for it) and encodes them.
+    pub fn render(&self, s: &Snapshot, download: Option<&Status>) -> String {
+        self.set_download(s, download);
         self.gate_open.set(i64::from(s.phase == Phase::Open));
         for p in Phase::ALL {
             self.state

@@ -51,7 +51,19 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
-    let body = s.metrics.render(&s.gate.snapshot());
+    let snap = s.gate.snapshot();
+    // While the manifest is missing, the download's progress is read from the directory (the
+    // same read-only view as `ferry status`), off the async threads: a shared volume can be slow.
+    let download = if snap.phase == crate::gate::Phase::Waiting {
+        let dir = s.gate.model_dir().to_path_buf();
+        tokio::task::spawn_blocking(move || ferry_sharder::status::status(&dir).ok())
+            .await
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    let body = s.metrics.render(&snap, download.as_ref());
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body)
 }
 

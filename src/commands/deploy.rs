@@ -10,6 +10,7 @@ use ferry_deploy::objects::Object;
 use ferry_deploy::render::{self, Params, Scheduler, Storage};
 
 #[derive(clap::Args)]
+#[command(after_help = crate::help::DEPLOY_RENDER)]
 pub struct RenderArgs {
     /// The inference engine: sglang or vllm.
     #[arg(long)]
@@ -18,10 +19,10 @@ pub struct RenderArgs {
     #[arg(long)]
     model: String,
     /// Nodes per engine instance: 1 renders a Deployment, more a LeaderWorkerSet of that size.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::args::positive::<u64>)]
     nodes: u64,
     /// GPUs per node (the nvidia.com/gpu limit of each pod).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = crate::args::positive::<u64>)]
     gpus_per_node: u64,
     /// Tensor-parallel size (default: every GPU for SGLang, GPUs per node for vLLM).
     #[arg(long)]
@@ -54,7 +55,7 @@ pub struct RenderArgs {
     #[arg(long)]
     name: Option<String>,
     /// Pods of the Indexed download Job, each fetching one slice.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = crate::args::positive::<u64>)]
     slices: u64,
     /// Model hub: hf or modelscope.
     #[arg(long, default_value = "hf")]
@@ -216,10 +217,10 @@ fn render_cmd(a: RenderArgs) -> anyhow::Result<()> {
     match a.out {
         Some(dir) => {
             for path in render::write_dir(&objects, &dir, &header)? {
-                println!("{}", path.display());
+                outln!("{}", path.display());
             }
         }
-        None => print!("{}", render::to_yaml(&objects, &header)?),
+        None => crate::output::raw(&render::to_yaml(&objects, &header)?),
     }
     Ok(())
 }

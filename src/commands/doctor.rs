@@ -53,6 +53,7 @@ impl EngineArgs {
 }
 
 #[derive(clap::Args)]
+#[command(after_help = crate::help::DOCTOR)]
 pub struct Args {
     /// The model directory (its config.json, and the manifest's or the files' sizes).
     #[arg(long)]
@@ -102,7 +103,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     })
     .await??;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_report(&report);
     }
@@ -136,7 +137,7 @@ fn assume_gpus(node: &mut NodeFacts, name: &str, d: &Deployment) -> anyhow::Resu
 fn print_report(r: &Report) {
     let f = &r.facts;
     let d = &f.deployment;
-    println!(
+    outln!(
         "deployment: {} tp {} × pp {} on {} node(s){}",
         d.engine,
         d.tp,
@@ -149,17 +150,17 @@ fn print_report(r: &Report) {
     );
     print_node(&f.node);
     print_model(&f.model);
-    println!();
+    outln!();
     for x in &r.findings {
-        println!("{:<8} {:<18} {}", x.severity.as_str(), x.rule, x.message);
+        outln!("{:<8} {:<18} {}", x.severity.as_str(), x.rule, x.message);
         if let (Some(fix), true) = (&x.fix, x.severity >= Severity::Warning) {
-            println!("{:<27} fix: {fix}", "");
+            outln!("{:<27} fix: {fix}", "");
         }
     }
     let count = |s| r.findings.iter().filter(|x| x.severity == s).count();
-    println!();
+    outln!();
     if r.ok && f.node.nvml_error.is_some() {
-        println!(
+        outln!(
             "verdict: the model-side checks pass ({} passed, {} warnings, {} skipped); the GPU \
              checks did not run (no NVIDIA driver)",
             count(Severity::Pass),
@@ -167,14 +168,14 @@ fn print_report(r: &Report) {
             count(Severity::Skipped)
         );
     } else if r.ok {
-        println!(
+        outln!(
             "verdict: should run ({} checks passed, {} warnings, {} skipped)",
             count(Severity::Pass),
             count(Severity::Warning),
             count(Severity::Skipped)
         );
     } else {
-        println!(
+        outln!(
             "verdict: will not run as configured ({} errors, {} warnings)",
             count(Severity::Error),
             count(Severity::Warning)
@@ -184,10 +185,10 @@ fn print_report(r: &Report) {
 
 fn print_node(n: &NodeFacts) {
     match &n.nvml_error {
-        Some(why) => println!("node: {why}"),
+        Some(why) => outln!("node: {why}"),
         None => {
             for g in &n.gpus {
-                println!(
+                outln!(
                     "gpu {}: {}, {}, {:.1} GiB{}",
                     g.index,
                     g.name,
@@ -198,7 +199,7 @@ fn print_node(n: &NodeFacts) {
                         .map_or(String::new(), |s| format!(", fabric {s:?}"))
                 );
             }
-            println!(
+            outln!(
                 "driver: {}, CUDA up to {}",
                 n.driver_version.as_deref().unwrap_or("unknown"),
                 n.cuda_driver_version
@@ -208,7 +209,7 @@ fn print_node(n: &NodeFacts) {
     }
     let gb = |b: Option<u64>| b.map_or("unknown".into(), |b| format!("{:.1} GB", b as f64 / 1e9));
     let rdma: Vec<&str> = n.rdma_devices.iter().map(|d| d.name.as_str()).collect();
-    println!(
+    outln!(
         "node: /dev/shm {}, RDMA {}, disk free {}{}, cgroup memory limit {}, MemAvailable {}",
         gb(n.shm_bytes),
         if rdma.is_empty() {
@@ -227,7 +228,7 @@ fn print_node(n: &NodeFacts) {
 
 fn print_model(m: &ModelFacts) {
     let Some(c) = &m.config else {
-        println!(
+        outln!(
             "model: no config.json{}",
             m.dir
                 .as_ref()
@@ -239,7 +240,7 @@ fn print_model(m: &ModelFacts) {
         return;
     };
     let n = |v: Option<u64>| v.map_or("?".into(), |v| v.to_string());
-    println!(
+    outln!(
         "model: {} {}{}; {} heads, {} KV heads, {} layers, hidden {}, context {}{}",
         c.architecture.as_deref().unwrap_or("unknown architecture"),
         c.torch_dtype.as_deref().unwrap_or("?"),
@@ -262,7 +263,7 @@ fn print_model(m: &ModelFacts) {
         }
     );
     if let (Some(w), Some(src)) = (m.weight_bytes, m.weight_source) {
-        println!(
+        outln!(
             "model: {:.1} GB of weights (from the {src})",
             w as f64 / 1e9
         );

@@ -15,22 +15,18 @@ use crate::format;
 use crate::progress::{Mode, Reporting};
 
 #[derive(clap::Args)]
-#[command(
-    after_help = "Environment: HF_ENDPOINT, HF_TOKEN (or the token file `hf auth login` writes), \
-MODELSCOPE_ENDPOINT (or MODELSCOPE_DOMAIN), MODELSCOPE_API_TOKEN; HTTPS_PROXY, HTTP_PROXY, NO_PROXY; \
-SSL_CERT_FILE, SSL_CERT_DIR, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE (added to the trusted CAs); \
-HF_HUB_OFFLINE, FERRY_OFFLINE; FERRY_OLLAMA_REGISTRY (the registry URL for ollama:// names). \
-Flags override them.\n\nollama://[HOST/][NAMESPACE/]MODEL[:TAG] (e.g. ollama://deepseek-r1:7b) \
-fetches a tag from the Ollama registry into an Ollama models directory (OLLAMA_MODELS): \
-blobs/sha256-HEX, then manifests/HOST/NAMESPACE/MODEL/TAG last; --endpoint names the registry URL."
-)]
+#[command(after_help = crate::help::FETCH)]
 pub struct Args {
     /// The repo, ORG/NAME or ORG/NAME@REV, an S3 prefix s3://BUCKET/PREFIX, or an Ollama model
     /// ollama://[HOST/][NAMESPACE/]MODEL[:TAG] to download from.
     repo: String,
+    /// Only these files of the repo, by exact name (as `hf download ORG/NAME FILE...`); added to
+    /// what --include selects.
+    #[arg(value_name = "FILE")]
+    files: Vec<String>,
     /// Target directory, created if missing, or an S3 prefix s3://BUCKET/PREFIX to upload to.
     /// Re-running resumes. Without --to (and without --cache-dir), the hub's default cache.
-    #[arg(long)]
+    #[arg(long, visible_alias = "local-dir")]
     to: Option<String>,
     /// Write the hub client's own cache under DIR instead (Hugging Face: DIR/models--ORG--NAME
     /// with blobs, snapshots, refs; ModelScope: DIR/models/ORG--NAME/snapshots/REV), so
@@ -60,7 +56,7 @@ pub struct Args {
     #[arg(long, hide_env_values = true)]
     token: Option<String>,
     /// Files downloaded at once (1 to 256).
-    #[arg(long, default_value_t = DEFAULT_JOBS, value_parser = in_range(1, 256))]
+    #[arg(long, visible_alias = "max-workers", default_value_t = DEFAULT_JOBS, value_parser = in_range(1, 256))]
     jobs: usize,
     /// Connections in all, across files and ranges (default: measured, from 8 up to 32: more
     /// while more pays, fewer when the server throttles).
@@ -84,7 +80,7 @@ pub struct Args {
     #[arg(long, value_name = "I/N", conflicts_with = "slices")]
     slice: Option<SliceSpec>,
     /// Like --slice, with I taken from JOB_COMPLETION_INDEX (set by a Kubernetes Indexed Job).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::args::positive::<u32>)]
     slices: Option<u32>,
     /// When --to holds another model (its manifest names another repo), remove that model's
     /// files and fetch this one instead of refusing.
@@ -105,11 +101,30 @@ pub struct Args {
     /// Only errors.
     #[arg(long, short, conflicts_with = "json")]
     quiet: bool,
+    /// Show what would be fetched and what reused, the disk it needs and the free space on the
+    /// target's filesystem, then exit 0 without writing anything.
+    #[arg(long)]
+    dry_run: bool,
+    /// Serve Prometheus metrics of this fetch at http://ADDR/metrics while it runs, e.g.
+    /// 0.0.0.0:9400.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Args {
     pub fn quiet(&self) -> bool {
         self.quiet
+    }
+
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    /// --include, plus the FILE names given after the repo as literal patterns.
+    fn includes(&self) -> Vec<String> {
+        let mut include = self.include.clone();
+        include.extend(self.files.iter().map(|f| globset::escape(f)));
+        include
     }
 }
 
@@ -158,7 +173,7 @@ fn origin(args: &Args) -> anyhow::Result<OriginSpec> {
     if let (OriginSpec::Hub(h), Some(rev)) = (&mut origin, &args.revision) {
         match &h.revision {
             Some(at) if at != rev => {
-                return Err(ferry_fetcher::Error::Usage(format!(
+                return Err(crate::exit::Usage(format!(
                     "{} names revision {at} and --revision says {rev}; give one of them",
                     args.repo
                 ))
@@ -231,20 +246,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None if matches!(origin, OriginSpec::Ollama(_)) => None,
         None => args.hub.source.token_from_env(),
     };
-    let reporter: Arc<dyn Reporter> = if args.json {
-        Arc::new(Reporting::new(Mode::Json))
-    } else if args.quiet {
-        Arc::new(Silent)
-    } else {
-        Arc::new(Reporting::new(Mode::auto()))
-    };
-    let origin = origin(&args)?;
     let opts = FetchOptions {
         target: target(&args, &origin)?,
         origin,
         slice: slice(&args)?,
         dynamic: args.dynamic,
-        include: args.include.clone(),
+        include: args.includes(),
         exclude: args.exclude.clone(),
         transfer: TransferOptions {
             jobs: args.jobs,
@@ -258,15 +265,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         replace: args.replace,
         offline: args.offline,
     };
+    if args.dry_run {
+        return crate::dry_run::run(&opts, token, args.json).await;
+    }
+    let reporter: Arc<dyn Reporter> = if args.json {
+        Arc::new(Reporting::new(Mode::Json))
+    } else if args.quiet {
+        Arc::new(Silent)
+    } else {
+        Arc::new(Reporting::new(Mode::auto()))
+    };
+    // Kept alive until the fetch returns: the server stops with it.
+    let mut _exporter = None;
+    let reporter = match args.metrics_listen {
+        Some(addr) => {
+            let labels = crate::fetch_metrics::Labels::new(&args.repo, opts.slice);
+            let (tee, server) = crate::fetch_metrics::serve(addr, labels, reporter).await?;
+            _exporter = Some(server);
+            tee
+        }
+        None => reporter,
+    };
     let summary = ferry_fetcher::fetch(opts, token, reporter)
         .await
         .with_context(|| format!("fetching {}", args.repo))?;
     if args.json {
-        let mut v = serde_json::to_value(&summary)?;
-        if let Some(o) = v.as_object_mut() {
-            o.insert("event".into(), "summary".into());
-        }
-        println!("{v}");
+        crate::output::emit("summary", serde_json::to_value(&summary)?);
     } else if !args.quiet {
         eprintln!("{}", summary_line(&summary));
     }
@@ -276,8 +300,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 fn summary_line(s: &Summary) -> String {
     let rate = s.bytes_downloaded as f64 / s.seconds.max(1e-3);
     format!(
-        "fetched {} files ({}) of {} at {} into {} in {:.1} s: {} downloaded ({}), {} reused, {} retries",
-        s.files.len(),
+        "fetched {} ({}) of {} at {} into {} in {:.1} s: {} downloaded ({}), {} reused, {}",
+        format::count(s.files.len() as u64, "file"),
         format::size(s.bytes_total),
         s.repo,
         format::short_commit(&s.commit),
@@ -286,6 +310,6 @@ fn summary_line(s: &Summary) -> String {
         format::size(s.bytes_downloaded),
         format::rate(rate),
         format::size(s.bytes_reused),
-        s.retries,
+        format::count(s.retries, "retry"),
     )
 }

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use ferry_deploy::lint::{self, Finding, Options, Severity};
 
 #[derive(clap::Args)]
+#[command(after_help = crate::help::LINT)]
 pub struct Args {
     /// Manifests: files, directories (a directory with a kustomization.yaml is built with
     /// `kubectl kustomize`), or `-` for stdin (e.g. `kubectl kustomize DIR | ferry lint -`).
@@ -62,7 +63,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "warnings": warnings,
             "findings": findings,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for f in &findings {
             let sev = match f.severity {
@@ -74,13 +75,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .as_deref()
                 .map(|n| format!(" (namespace {n})"))
                 .unwrap_or_default();
-            println!("{sev}[{}] {}{ns} in {}", f.rule, f.object, f.source);
-            println!("  field: {}", f.field);
-            println!("  {}", f.message);
-            println!("  fix: {}", f.fix);
-            println!();
+            outln!("{sev}[{}] {}{ns} in {}", f.rule, f.object, f.source);
+            outln!("  field: {}", f.field);
+            outln!("  {}", f.message);
+            outln!("  fix: {}", f.fix);
+            outln!();
         }
-        println!("{objects} objects checked: {errors} errors, {warnings} warnings");
+        outln!("{objects} objects checked: {errors} errors, {warnings} warnings");
     }
     if errors > 0 || (args.deny_warnings && warnings > 0) {
         anyhow::bail!("ferry lint: {errors} errors, {warnings} warnings");
@@ -90,7 +91,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 fn list_rules(json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(lint::RULES)?);
+        outln!("{}", serde_json::to_string_pretty(lint::RULES)?);
         return Ok(());
     }
     for r in lint::RULES {
@@ -98,7 +99,7 @@ fn list_rules(json: bool) -> anyhow::Result<()> {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        println!(
+        outln!(
             "{:<32} {sev:<8} {}",
             r.id,
             r.summary.split_whitespace().collect::<Vec<_>>().join(" ")

@@ -55,9 +55,10 @@ pub struct HubArgs {
 }
 
 #[derive(clap::Args)]
+#[command(after_help = crate::help::PLAN_SLICES)]
 pub struct SlicesArgs {
     /// Number of slices (the Indexed Job's completions).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::args::positive::<u32>)]
     count: u32,
     #[command(flatten)]
     source: Source,
@@ -69,6 +70,7 @@ pub struct SlicesArgs {
 }
 
 #[derive(clap::Args)]
+#[command(after_help = crate::help::PLAN_WARM)]
 pub struct WarmArgs {
     /// Nodes serving one replica of the model.
     #[arg(long)]
@@ -200,14 +202,18 @@ fn slices(a: SlicesArgs, listed: Option<Vec<SliceInput>>) -> anyhow::Result<()> 
     };
     let plan = plan_slices(&files, a.count);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
+        outln!("{}", serde_json::to_string_pretty(&plan)?);
         return Ok(());
     }
     let total: u64 = plan.iter().map(|s| s.bytes).sum();
     let mean = total as f64 / f64::from(a.count);
-    println!(
+    outln!(
         "{:>5}  {:>6}  {:>6}  {:>10}  {:>7}",
-        "slice", "files", "split", "bytes", "share"
+        "slice",
+        "files",
+        "split",
+        "bytes",
+        "share"
     );
     for s in &plan {
         let split = s
@@ -215,7 +221,7 @@ fn slices(a: SlicesArgs, listed: Option<Vec<SliceInput>>) -> anyhow::Result<()> 
             .iter()
             .filter(|p| files.iter().any(|f| f.path == p.path && f.size != p.len))
             .count();
-        println!(
+        outln!(
             "{:>5}  {:>6}  {:>6}  {:>10}  {:>6.2}%",
             s.index,
             s.pieces.len(),
@@ -229,7 +235,7 @@ fn slices(a: SlicesArgs, listed: Option<Vec<SliceInput>>) -> anyhow::Result<()> 
         );
     }
     let max = plan.iter().map(|s| s.bytes).max().unwrap_or(0);
-    println!(
+    outln!(
         "{} files, {} in {} slices; largest slice / mean = {:.4}",
         files.len(),
         human(total),
@@ -258,10 +264,10 @@ fn warm(a: WarmArgs) -> anyhow::Result<()> {
         plan.write(out)?;
     }
     if a.json {
-        println!("{}", plan.to_json());
+        outln!("{}", plan.to_json());
         return Ok(());
     }
-    println!(
+    outln!(
         "{} on {} node(s) × {} GPU(s): tp {} pp {}; model {}",
         plan.engine,
         plan.nnodes,
@@ -270,9 +276,14 @@ fn warm(a: WarmArgs) -> anyhow::Result<()> {
         plan.pp,
         human(plan.model_bytes)
     );
-    println!(
+    outln!(
         "{:>4}  {:>9}  {:>6}  {:>7}  {:>10}  {:>7}",
-        "node", "layers", "files", "ranges", "bytes", "of model"
+        "node",
+        "layers",
+        "files",
+        "ranges",
+        "bytes",
+        "of model"
     );
     for n in &plan.nodes {
         let mut files: Vec<&str> = n.ranges.iter().map(|r| r.path.as_str()).collect();
@@ -281,7 +292,7 @@ fn warm(a: WarmArgs) -> anyhow::Result<()> {
             .layers
             .map(|[a, b]| format!("{a}-{b}"))
             .unwrap_or_else(|| "all".into());
-        println!(
+        outln!(
             "{:>4}  {:>9}  {:>6}  {:>7}  {:>10}  {:>6.1}%",
             n.node_rank,
             layers,
@@ -291,6 +302,6 @@ fn warm(a: WarmArgs) -> anyhow::Result<()> {
             n.bytes as f64 * 100.0 / plan.model_bytes.max(1) as f64
         );
     }
-    println!("loader: {}", plan.loader);
+    outln!("loader: {}", plan.loader);
     Ok(())
 }

@@ -24,6 +24,7 @@ pub enum ModeArg {
 }
 
 #[derive(clap::Args)]
+#[command(after_help = crate::help::SIDECAR)]
 pub struct Args {
     /// The model directory on the shared volume.
     #[arg(long, env = "FERRY_MODEL_DIR")]

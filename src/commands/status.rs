@@ -6,6 +6,7 @@ use crate::format;
 use crate::format::size as human;
 
 #[derive(clap::Args)]
+#[command(after_help = crate::help::STATUS)]
 pub struct Args {
     /// The model directory.
     dir: PathBuf,
@@ -24,11 +25,11 @@ async fn check_volume(args: &Args) -> anyhow::Result<()> {
     let r =
         tokio::task::spawn_blocking(move || ferry_sharder::volume::check_volume(&dir)).await??;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        crate::output::emit("check_volume", serde_json::to_value(&r)?);
     } else {
-        println!("{}", r.dir);
+        outln!("{}", r.dir);
         if let (Some(t), Some(p)) = (&r.fs_type, &r.mount_point) {
-            println!(
+            outln!(
                 "  mount      {t} on {p} ({})",
                 r.mount_options.as_deref().unwrap_or("")
             );
@@ -39,13 +40,13 @@ async fn check_volume(args: &Args) -> anyhow::Result<()> {
                 (false, true) => "FAILED",
                 (false, false) => "absent",
             };
-            println!("  {:<12} {verdict}: {}", c.name, c.detail);
+            outln!("  {:<12} {verdict}: {}", c.name, c.detail);
         }
         if let Some(ms) = r.clock_offset_ms {
-            println!("  clock      file server {ms:+} ms from this node");
+            outln!("  clock      file server {ms:+} ms from this node");
         }
         for a in &r.advice {
-            println!("  note       {a}");
+            outln!("  note       {a}");
         }
     }
     if !r.ok() {
@@ -67,6 +68,12 @@ async fn check_volume(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl Args {
+    pub fn json(&self) -> bool {
+        self.json
+    }
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.check_volume {
         return check_volume(&args).await;
@@ -74,80 +81,88 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let dir = args.dir.clone();
     let s = tokio::task::spawn_blocking(move || ferry_sharder::status::status(&dir)).await??;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        crate::output::emit("status", serde_json::to_value(&s)?);
         return Ok(());
     }
-    println!("{}", s.dir);
+    outln!("{}", s.dir);
     if let (Some(repo), Some(commit)) = (&s.repo, &s.commit) {
-        println!("  repo       {repo} @ {commit}");
+        let revision = s
+            .progress
+            .as_ref()
+            .and_then(|p| p.revision.as_deref())
+            .map(|r| format!("{r} = "))
+            .unwrap_or_default();
+        outln!(
+            "  repo       {repo} at {revision}{}",
+            crate::format::short_commit(commit)
+        );
     }
-    println!(
+    outln!(
         "  state      {}",
         if s.complete { "complete" } else { "incomplete" }
     );
     if let Some(at) = &s.completed_at {
-        println!("  completed  {at}");
+        outln!("  completed  {at}");
     }
     let total = s
         .files_total
         .map(|t| t.to_string())
         .unwrap_or_else(|| "?".into());
-    println!("  files      {} / {total} done", s.files_done);
+    outln!("  files      {} / {total} done", s.files_done);
     if let Some(n) = s.missing_count {
-        println!("  missing    {n}");
+        outln!("  missing    {n}");
     }
     if let Some(missing) = &s.missing {
         for m in missing.iter().take(10) {
-            println!("               {m}");
+            outln!("               {m}");
         }
         if missing.len() > 10 {
-            println!(
+            outln!(
                 "               ... and {} more (--json)",
                 missing.len() - 10
             );
         }
     }
     let btotal = s.bytes_total.map(human).unwrap_or_else(|| "?".into());
-    println!("  bytes      {} / {btotal}", human(s.bytes_done));
+    outln!("  bytes      {} / {btotal}", human(s.bytes_done));
     if !s.in_progress.is_empty() || s.partial_files > 0 {
-        println!(
+        outln!(
             "  partial    {} file(s), {} under .ferry/partial",
             s.partial_files,
             human(s.partial_bytes)
         );
         for p in s.in_progress.iter().take(10) {
-            println!("               {p}");
+            outln!("               {p}");
         }
     }
     print_writers(&s);
     if let Some(age) = s.last_progress_seconds {
-        println!("  progress   last update {age}s ago");
+        outln!("  progress   last update {age}s ago");
     }
-    println!("  => {}", s.verdict);
+    outln!("  => {}", s.verdict);
     Ok(())
 }
 
 /// Who is writing, or left things behind: stray partial files, slices, their heartbeats, locks.
 fn print_writers(s: &ferry_sharder::status::Status) {
     for st in &s.stray {
-        println!("  stray      {st} (partial file outside .ferry/: delete it)");
+        outln!("  stray      {st} (partial file outside .ferry/: delete it)");
     }
     for sl in &s.slices {
-        println!(
-            "  slices     {}/{} done (of {}); pending: {:?}",
+        outln!(
+            "  slices     {}/{} done; pending: {:?}",
             sl.done.len(),
-            sl.count,
             sl.count,
             sl.pending
         );
     }
     for sp in &s.slice_progress {
-        println!(
-            "  slice      {}/{}: {} of {} bytes{}{}",
+        outln!(
+            "  slice      {}/{}: {} of {}{}{}",
             sp.index,
             sp.count,
-            sp.bytes_done,
-            sp.bytes_total,
+            human(sp.bytes_done),
+            human(sp.bytes_total),
             sp.host
                 .as_deref()
                 .filter(|h| !h.is_empty())
@@ -159,7 +174,7 @@ fn print_writers(s: &ferry_sharder::status::Status) {
         );
     }
     if let Some(c) = &s.claims {
-        println!(
+        outln!(
             "  claims     {} pieces done, {} files published (dynamic Job)",
             c.pieces_done, c.files_done
         );
@@ -177,7 +192,7 @@ fn print_writers(s: &ferry_sharder::status::Status) {
                     )
                 })
                 .collect();
-            println!(
+            outln!(
                 "  pod        {} on {}: {}, {} downloaded, {} pieces done, {}s ago; {}",
                 p.pod,
                 p.host,
@@ -198,7 +213,7 @@ fn print_writers(s: &ferry_sharder::status::Status) {
             (Some(a), Some(t)) => format!(", heartbeat {a}s ago, timeout {t}s"),
             _ => String::new(),
         };
-        println!(
+        outln!(
             "  lock       {}: {} (pid {}, host {}, since {}{beat})",
             l.file,
             l.state,

@@ -9,6 +9,7 @@ use ferry_sharder::{Error, Manifest};
 use crate::format;
 
 #[derive(clap::Args)]
+#[command(after_help = crate::help::VERIFY)]
 pub struct Args {
     /// The model directory (the one `ferry fetch --to` wrote).
     dir: PathBuf,
@@ -40,6 +41,12 @@ async fn manifest_from_hub(args: &Args, spec: &str) -> anyhow::Result<Manifest> 
     Ok(snapshot.manifest(repo.kind.id()))
 }
 
+impl Args {
+    pub fn json(&self) -> bool {
+        self.json
+    }
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let dir = args.dir.clone();
     let manifest = match &args.against {
@@ -67,31 +74,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             o.insert("repo".into(), manifest.repo.clone().into());
             o.insert("commit".into(), manifest.commit.clone().into());
         }
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::output::emit("verify", v);
     } else {
-        println!(
-            "{}: {} files, {} ({}@{})",
+        outln!(
+            "{}: {}, {} ({}@{})",
             dir.display(),
-            report.files,
+            format::count(report.files as u64, "file"),
             format::size(report.bytes),
             manifest.repo,
             format::short_commit(&manifest.commit)
         );
         if let Some(h) = &report.hashed {
-            println!(
-                "re-hashed {} files, {} in {:.1}s: {:.2} GB/s ({} workers)",
-                h.files,
+            outln!(
+                "re-hashed {}, {} in {:.1}s: {} ({})",
+                format::count(h.files as u64, "file"),
                 format::size(h.bytes),
                 h.seconds,
-                h.gb_per_s,
-                h.jobs
+                format::rate(h.gb_per_s * 1e9),
+                format::count(h.jobs as u64, "worker")
             );
         }
         for w in report.warnings() {
-            println!("warning: {w}");
+            outln!("warning: {w}");
         }
         if report.ok() {
-            println!(
+            outln!(
                 "ok: complete and valid{}",
                 if args.full {
                     ", every byte matches the manifest"

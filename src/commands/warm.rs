@@ -75,7 +75,7 @@ pub struct ShareArgs {
     #[command(flatten)]
     pub rank: crate::args::NodeRank,
     /// Parallel readers (reads wait on storage, not CPU: network storage wants several).
-    #[arg(long, default_value_t = WarmOptions::default().jobs)]
+    #[arg(long, default_value_t = WarmOptions::default().jobs, value_parser = crate::args::positive::<usize>)]
     pub jobs: usize,
     #[command(flatten)]
     pub topology: TopologyArgs,
@@ -128,6 +128,7 @@ impl ShareArgs {
 }
 
 #[derive(clap::Args)]
+#[command(after_help = crate::help::WARM)]
 pub struct Args {
     /// The model directory (its manifest's files, or every file in it when there is none).
     pub dir: PathBuf,
@@ -156,24 +157,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .context("the warm thread died")??;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!(
-        "warmed {:.2} GB ({} files) in {:.2} s: {:.2} GB/s with {} readers",
-        report.bytes as f64 / 1e9,
-        report.files,
+    outln!(
+        "warmed {} ({}) in {:.2} s: {} with {}",
+        crate::format::size(report.bytes),
+        crate::format::count(report.files as u64, "file"),
         report.seconds,
-        report.bytes_per_second / 1e9,
-        report.jobs
+        crate::format::rate(report.bytes_per_second),
+        crate::format::count(report.jobs as u64, "reader")
     );
-    println!(
+    outln!(
         "page cache residency: {:.1} % before, {:.1} % after",
         report.before.ratio() * 100.0,
         report.after.ratio() * 100.0
     );
     for w in &report.warnings {
-        println!("warning: {w}");
+        outln!("warning: {w}");
     }
     Ok(())
 }

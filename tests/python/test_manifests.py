@@ -381,3 +381,58 @@ def test_render_header_records_the_command_and_the_apply_order():
     objs = documents(out.stdout)
     assert objs[0]["kind"] == "Namespace" and objs[0]["metadata"]["name"] == "llm"
     assert any(o["kind"] == "PodGroup" for o in objs)
+
+
+def pod_metrics_target(job):
+    """The download Job's pod labels, its annotated scrape port, and its named container ports."""
+    template = job["spec"]["template"]
+    annotations = template["metadata"].get("annotations", {})
+    ports = {p["name"]: p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
+    args = template["spec"]["containers"][0]["args"]
+    return template["metadata"]["labels"], annotations, ports, args
+
+
+def check_download_metrics(objs):
+    jobs = [o for o in objs if o["kind"] == "Job" and o["metadata"]["name"].endswith("-download")]
+    assert jobs, "no download Job"
+    monitors = documents((REPO / "deploy" / "examples" / "podmonitor.yaml").read_text())
+    download = next(m for m in monitors if m["metadata"]["name"] == "ferry-download")
+    for job in jobs:
+        labels, annotations, ports, args = pod_metrics_target(job)
+        assert annotations.get("prometheus.io/scrape") == "true", annotations
+        assert annotations.get("prometheus.io/path") == "/metrics"
+        port = int(annotations["prometheus.io/port"])
+        assert ports.get("metrics") == port, ports
+        assert args[args.index("--metrics-listen") + 1] == f"0.0.0.0:{port}", args
+        # The example PodMonitor selects these pods and scrapes the port by its name.
+        assert download["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        assert download["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", ["sglang-2x8", "distill", "sglang-2x8-from-s3"])
+def test_download_job_exposes_fetch_metrics_to_prometheus(overlay):
+    check_download_metrics(documents(kustomize(OVERLAYS / overlay)))
+
+
+def test_rendered_download_job_exposes_fetch_metrics():
+    assert FERRY.is_file(), f"{FERRY} is missing: build it (cargo build) or set FERRY_BIN"
+    out = subprocess.run([str(FERRY), "deploy", "render", *RENDERS["sglang-2x8"]], capture_output=True, text=True,
+                         timeout=TIMEOUT)
+    assert out.returncode == 0, out.stderr
+    check_download_metrics(documents(out.stdout))
+
+
+def test_podmonitor_example_is_well_formed():
+    """deploy/examples/podmonitor.yaml is not under an overlay (the CRD comes with the Prometheus
+    Operator) and deploy/schemas carries no PodMonitor CRD, so its shape is checked here: the
+    fields the operator's monitoring.coreos.com/v1 PodMonitor schema defines, nothing else."""
+    monitors = documents((REPO / "deploy" / "examples" / "podmonitor.yaml").read_text())
+    assert [m["metadata"]["name"] for m in monitors] == ["ferry-download", "ferry-gate"]
+    endpoint_fields = {"port", "path", "interval", "scrapeTimeout", "relabelings", "metricRelabelings", "scheme"}
+    for m in monitors:
+        assert (m["apiVersion"], m["kind"]) == ("monitoring.coreos.com/v1", "PodMonitor")
+        assert set(m["spec"]) <= {"selector", "podMetricsEndpoints", "namespaceSelector", "jobLabel"}
+        for e in m["spec"]["podMetricsEndpoints"]:
+            assert set(e) <= endpoint_fields, set(e) - endpoint_fields
+            assert e["path"] == "/metrics"

@@ -23,6 +23,8 @@ pub const MODELS_ROOT: &str = "/models";
 /// The ferry sidecar's HTTP port (/healthz, /readyz, /metrics): `ferry sidecar`'s default, the
 /// Dockerfile's EXPOSE and every probe of the docs.
 pub const SIDECAR_PORT: u16 = 8090;
+/// Port of `ferry fetch --metrics-listen` in the download Job's pods (Prometheus `/metrics`).
+pub const FETCH_METRICS_PORT: u16 = 9400;
 /// The Secret holding the hub token, key `token`.
 pub const TOKEN_SECRET: &str = "hf-token";
 /// Default ferry image; override with --image.

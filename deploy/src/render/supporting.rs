@@ -5,7 +5,10 @@
 use serde_json::{json, Value};
 
 use super::workload::{api_selector, placement};
-use super::{labels, models_volume, restricted, Params, MODELS_ROOT, SIDECAR_PORT, TOKEN_SECRET};
+use super::{
+    labels, models_volume, restricted, Params, FETCH_METRICS_PORT, MODELS_ROOT, SIDECAR_PORT,
+    TOKEN_SECRET,
+};
 
 pub(super) fn namespace(ns: &str) -> Value {
     json!({
@@ -75,6 +78,20 @@ fn fetch_container(p: &Params, slices: Option<u64>) -> Value {
     })
 }
 
+/// The Job's fetch serves its progress to Prometheus while it runs: the port, and the
+/// `prometheus.io/*` annotations that annotation-based scrape configs look for (a PodMonitor
+/// for the Prometheus Operator is in deploy/examples/).
+fn with_metrics(mut fetch: Value) -> Value {
+    if let Some(args) = fetch["args"].as_array_mut() {
+        args.extend([
+            json!("--metrics-listen"),
+            json!(format!("0.0.0.0:{FETCH_METRICS_PORT}")),
+        ]);
+    }
+    fetch["ports"] = json!([{"name": "metrics", "containerPort": FETCH_METRICS_PORT}]);
+    fetch
+}
+
 pub(super) fn download_job(p: &Params) -> Value {
     json!({
         "apiVersion": "batch/v1",
@@ -95,12 +112,19 @@ pub(super) fn download_job(p: &Params) -> Value {
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             ]},
             "template": {
-                "metadata": {"labels": labels(p, "download")},
+                "metadata": {
+                    "labels": labels(p, "download"),
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": FETCH_METRICS_PORT.to_string(),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
                 "spec": {
                     "restartPolicy": "Never",
                     "enableServiceLinks": false,
                     "securityContext": {"fsGroup": 65532, "fsGroupChangePolicy": "OnRootMismatch"},
-                    "containers": [fetch_container(p, Some(p.slices))],
+                    "containers": [with_metrics(fetch_container(p, Some(p.slices)))],
                     "volumes": [
                         models_volume(p, false),
                         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},

@@ -12,10 +12,12 @@
 //! `ollama://` tag runs them into an Ollama models directory ([`crate::target::ollama`]); a hub
 //! cache ([`crate::target::cache`]) runs the same stages under its repo folder's lock; a dynamic
 //! Job's claims ([`claims`]) are a layer over the same stages for a directory.
+//! [`preview`] is stage 1 and a read-only look at the target, for `--dry-run`.
 
 pub mod claims;
 pub mod offline;
 pub mod options;
+pub mod preview;
 pub mod report;
 pub mod resolve;
 pub mod slice;

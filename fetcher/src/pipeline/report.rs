@@ -44,6 +44,13 @@ impl Beat {
         }
     }
 
+    /// A slice's heartbeat also names the whole selection's totals.
+    pub fn of_model(mut self, whole: &Snapshot) -> Beat {
+        self.base.model_files_total = Some(whole.files.len() as u64);
+        self.base.model_bytes_total = Some(whole.total_bytes());
+        self
+    }
+
     fn write(&self, meter: &Meter) {
         let s = meter.stats();
         let started = humantime::format_rfc3339_seconds(meter.started_wall).to_string();

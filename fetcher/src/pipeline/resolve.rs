@@ -47,13 +47,17 @@ pub async fn resolve_selection<O: Origin>(
     let snapshot = origin.complete(Snapshot { files, ..snapshot }).await?;
     let files = &snapshot.files;
     tracing::info!(
-        "{} {} at {} ({}): {} files, {}",
+        "{} {} at {} ({}): {} file{}, {}",
         origin.name(),
         snapshot.repo,
         snapshot.revision,
         &snapshot.commit[..12.min(snapshot.commit.len())],
         files.len(),
+        if files.len() == 1 { "" } else { "s" },
+        // Decimal units, as the binary prints sizes everywhere.
         bytesize::ByteSize(files.iter().map(|f| f.size).sum())
+            .display()
+            .si()
     );
     Ok((Arc::new(snapshot), selection))
 }

@@ -64,7 +64,10 @@ pub async fn fetch_slice<O: Origin>(
     if !target.is_complete(&snapshot, origin.id()).await? && !done_before {
         own = Some(fetch_own(run, origin, &target, &snapshot, (&mine, &split)).await?);
         SliceDone::new(&mine, n, snapshot.commit.clone()).write(&dir)?;
-        tracing::info!("slice {i}/{n} done: {}", bytesize::ByteSize(mine.bytes));
+        tracing::info!(
+            "slice {i}/{n} done: {}",
+            bytesize::ByteSize(mine.bytes).display().si()
+        );
     }
 
     if !SliceDone::all_done(&dir, n, &snapshot.commit)? {
@@ -170,7 +173,7 @@ async fn fetch_own<O: Origin>(
     let slice = run.opts.slice.map(|s| (s.index, s.count));
     let beat = target
         .heartbeat()
-        .map(|p| Beat::new(p, &mine_snapshot, origin.id(), slice));
+        .map(|p| Beat::new(p, &mine_snapshot, origin.id(), slice).of_model(snapshot));
     reporting(
         &meter,
         &run.reporter,

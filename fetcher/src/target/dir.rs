@@ -284,9 +284,7 @@ pub async fn validate_checkpoint(dir: &Path, snapshot: &Snapshot, filtered: bool
     let (errors, warnings): (Vec<_>, Vec<_>) = findings
         .into_iter()
         .partition(|f| f.is_error() && !filtered);
-    for w in &warnings {
-        tracing::warn!("checkpoint: {w}");
-    }
+    crate::select::log_findings(&warnings, filtered);
     if errors.is_empty() {
         return Ok(());
     }

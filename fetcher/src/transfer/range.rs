@@ -141,6 +141,7 @@ async fn attempt(
     pos: &mut u64,
     end: u64,
 ) -> std::result::Result<(), Failure> {
+    let _connection = eng.meter.connection();
     let cached = job.location.lock().ok().and_then(|l| l.clone());
     let mut served_to = end;
     let url = cached.clone().unwrap_or_else(|| job.url.clone());
@@ -177,7 +178,7 @@ async fn attempt(
             return receive(eng, job, pos, end, answer.response, start).await;
         }
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-            eng.meter.throttled();
+            eng.meter.throttled(status.as_u16());
             return Err(Failure::Retry {
                 reason: format!("server answered {status} (rate limited)"),
                 wait: crate::http::server_wait(status, &headers),

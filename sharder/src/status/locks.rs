@@ -37,8 +37,9 @@ pub(super) fn lock_holders(dir: &Path) -> Vec<LockHolder> {
         } else if host.as_deref() == Some(here.as_str()) || host.is_none() {
             match pid {
                 Some(pid) if std::path::Path::new(&format!("/proc/{pid}")).exists() => "alive",
-                Some(_) => "stale",
-                None => "free",
+                // flock is released however its holder ended (a clean finish too): the file
+                // only names the last holder; the lease says whether it ended cleanly.
+                Some(_) | None => "free",
             }
         } else {
             "unknown"
