@@ -13,6 +13,7 @@ pub mod hub;
 pub mod hub_origin;
 pub mod modelscope;
 pub mod ollama;
+pub mod ollama_name;
 pub mod s3;
 
 use std::future::Future;
