@@ -108,6 +108,7 @@ pub async fn fetch(
             return Err(Error::Usage(
                 "an ollama:// model goes into an Ollama models directory, not s3://; fetch it with --to DIR (the OLLAMA_MODELS the server reads)".into(),
             ))
+        }
         (OriginSpec::Hub(repo), TargetSpec::HubCache(root)) => {
             if opts.slice.is_some() {
                 return Err(Error::Usage(
