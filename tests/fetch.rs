@@ -589,8 +589,12 @@ fn adaptive_connections_back_off_from_a_server_that_rejects_many() {
     let fixed = rejected(&["--connections", "16"]);
     let adaptive = rejected(&[]);
     eprintln!("429 answers: fixed 16 connections {fixed}, adaptive {adaptive}");
+    // The controller returns to its pre-throttle level after a clean window and re-probes once
+    // before it takes a level as the server's limit (so a 503 storm that ends costs no speed):
+    // against this server that re-probe costs rejections, so it is asked for a fifth fewer
+    // than a fixed 16, not half (measured here: 0.57-0.60 of fixed).
     assert!(
-        adaptive * 2 < fixed,
+        adaptive * 5 < fixed * 4,
         "adaptive ({adaptive} rejections) did not back off compared with 16 fixed ({fixed})"
     );
 }
