@@ -53,21 +53,3 @@ where
     }
     Ok(n)
 }
-
-/// A duration that is not zero (`--stall-timeout 0s` would reconnect forever).
-pub fn nonzero_duration(s: &str) -> Result<std::time::Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if d.is_zero() => Err("must be more than 0s".into()),
-        Ok(d) => Ok(d),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// A request size: at least 1 MiB (smaller ranges cost more in requests than they save).
-pub fn range_size(s: &str) -> Result<bytesize::ByteSize, String> {
-    let b: bytesize::ByteSize = s.parse()?;
-    if b.as_u64() < 1 << 20 {
-        return Err(format!("{s} is below the 1MiB minimum"));
-    }
-    Ok(b)
-}

@@ -15,6 +15,10 @@
 //!
 //! The entry point is [`fetch`]; commands that only list a repo use [`origin::hub_origin::list`].
 
+// `Error::Unreachable` carries the endpoint, its source, the proxy and a hint (what a user
+// needs to act); errors are the cold path, so their size costs nothing worth boxing for.
+#![allow(clippy::result_large_err)]
+
 pub mod auth;
 pub mod error;
 pub mod events;

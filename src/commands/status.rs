@@ -176,7 +176,8 @@ fn print_writers(s: &ferry_sharder::status::Status) {
     if let Some(c) = &s.claims {
         outln!(
             "  claims     {} pieces done, {} files published (dynamic Job)",
-            c.pieces_done, c.files_done
+            c.pieces_done,
+            c.files_done
         );
         for p in &c.pods {
             let held: Vec<String> = p

@@ -8,13 +8,10 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::Refused;
 use crate::auth::Secret;
 use crate::error::{Error, Result};
 use crate::http::{display_url, Http};
 use crate::net::{env, EndpointFrom};
-use crate::select::Selection;
-use crate::snapshot::{RemoteFile, Snapshot};
 
 /// How long an API call may wait for an answer by default (`--stall-timeout` sets it for fetch).
 const API_STALL: Duration = Duration::from_secs(30);

@@ -81,7 +81,7 @@ impl OllamaOrigin {
     /// No credentials: the public registry needs none, and private ones sign requests with
     /// the Ollama server's key, which ferry does not hold. Nothing is sent that could leak.
     pub fn new(name: OllamaName) -> Result<OllamaOrigin> {
-        let (base, http) = Http::for_endpoint(&name.registry(), None, None)?;
+        let (base, http) = Http::for_endpoint(&name.registry(), &[], None, None)?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(Error::BadOllamaName {
                 name: name.to_string(),

@@ -24,6 +24,7 @@ pub async fn fetch(opts: &FetchOptions, switch: &'static str) -> Result<Summary>
     let (repo, source, revision) = match &opts.origin {
         OriginSpec::Hub(h) => (h.repo.clone(), h.kind.id(), h.revision.clone()),
         OriginSpec::S3(u) => (u.to_string(), "s3", None),
+        OriginSpec::Ollama(n) => (n.to_string(), "ollama", None),
     };
     let offline = |what: String, hint: &str| Error::Offline {
         switch,

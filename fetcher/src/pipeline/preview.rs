@@ -12,7 +12,7 @@ use super::options::FetchOptions;
 use super::resolve::resolve;
 use crate::auth::Secret;
 use crate::error::{Error, Result};
-use crate::origin::hub::HubOrigin;
+use crate::origin::hub_origin::HubOrigin;
 use crate::origin::s3::S3Origin;
 use crate::origin::{Origin, OriginSpec};
 use crate::snapshot::Snapshot;
@@ -83,6 +83,10 @@ pub async fn preview(opts: &FetchOptions, token: Option<Secret>) -> Result<Previ
         OriginSpec::S3(url) => {
             let max = opts.transfer.max_connections();
             let origin = S3Origin::connect(url.clone(), opts.s3_endpoint.as_deref(), max).await?;
+            look(&origin, opts, dir).await
+        }
+        OriginSpec::Ollama(name) => {
+            let origin = crate::origin::ollama::OllamaOrigin::new(name.clone())?;
             look(&origin, opts, dir).await
         }
     }

@@ -181,7 +181,7 @@ mod tests {
         };
         // A storm: throttle answers every 100 ms for 5 s.
         for _ in 0..50 {
-            m.throttled();
+            m.throttled(503);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let low = usable(&budget).await;

@@ -143,7 +143,7 @@ async fn attempt(
 ) -> std::result::Result<(), Failure> {
     let _connection = eng.meter.connection();
     let cached = job.location.lock().ok().and_then(|l| l.clone());
-    let mut served_to = end;
+    let served_to;
     let url = cached.clone().unwrap_or_else(|| job.url.clone());
     let http = eng.ranges.http();
     let answer = http
@@ -369,7 +369,6 @@ fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
 
     #[test]
     fn content_range_parses() {
