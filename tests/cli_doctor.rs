@@ -124,9 +124,9 @@ fn assumed_gpus_reproduce_the_seed_failures() {
     );
 }
 
-/// `--repo` of a repo the hub does not have: the same exit code and message as `ferry fetch` (the
-/// hub answers 401 for a private and a missing repo alike), before
-/// any check runs.
+/// `--repo` of a repo the hub does not have: the same exit code and message as `ferry fetch`
+/// (not found, 4; the hub answers 401 for a private and a missing repo alike, so the hint says
+/// both), before any check runs.
 #[test]
 fn repo_that_does_not_exist_fails_like_fetch() {
     let hub = support::Hub::r1(16 << 20);
@@ -136,8 +136,9 @@ fn repo_that_does_not_exist_fails_like_fetch() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(3), "{err}");
-    assert!(err.contains("private or does not exist"), "{err}");
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains("not found"), "{err}");
+    assert!(err.contains("private"), "{err}");
     assert!(err.contains("No-Such-Model"), "{err}");
 }
 

@@ -301,17 +301,17 @@ fn json_lines_carry_schema_time_and_eta_and_errors_are_lines_too() {
     );
     assert_eq!(lines.last().unwrap()["event"], "summary");
 
-    // A repo that is not there (without a token the hub says 401, as Hugging Face does): exit
-    // 3, and the error as the last JSON line.
+    // A repo that is not there (without a token the hub says 401, as Hugging Face does, and
+    // ferry reads it as not found): exit 4, and the error as the last JSON line.
     let out = run(hub
         .ferry()
         .args(["fetch", "nobody/nothing", "--json", "--to"])
         .arg(dir.path().join("x")));
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     let e = json_lines(&out).pop().unwrap();
     assert_eq!(e["event"], "error");
-    assert_eq!(e["kind"], "auth");
-    assert_eq!(e["exit_code"], 3);
+    assert_eq!(e["kind"], "not_found");
+    assert_eq!(e["exit_code"], 4);
     assert!(
         e["message"].as_str().unwrap().contains("nobody/nothing"),
         "{e}"

@@ -40,11 +40,23 @@ pub fn first_link(
 pub fn escapes(dir: &Path, rel: &str) -> Option<(PathBuf, PathBuf)> {
     let root = dir.canonicalize().ok()?;
     let real = dir.join(rel).canonicalize().ok()?;
-    if real.starts_with(&root) {
+    if real.starts_with(&root) || hf_cache_blobs(&root).is_some_and(|b| real.starts_with(b)) {
         return None;
     }
     let link = first_link(dir, rel, true).ok().flatten();
     Some(link.unwrap_or((dir.join(rel), real)))
+}
+
+/// A Hugging Face cache snapshot (`…/models--ORG--NAME/snapshots/COMMIT`) links each file to
+/// its repo folder's `blobs/`: that is the layout huggingface_hub reads, not an escape.
+fn hf_cache_blobs(root: &Path) -> Option<PathBuf> {
+    let snapshots = root.parent()?;
+    let repo = snapshots.parent()?;
+    let is_repo = repo
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("models--") || n.starts_with("datasets--"));
+    (snapshots.file_name()? == "snapshots" && is_repo).then(|| repo.join("blobs"))
 }
 
 #[cfg(test)]

@@ -110,7 +110,9 @@ def test_without_to_ferry_writes_the_default_cache_like_hf_download(hub: Hub, hf
     same_tree(hub.repo_dir("org/tiny"), Path(path))
     assert hub.stats()["requests"] == 0
 
-    # HF_HUB_CACHE wins over HF_HOME, as in huggingface_hub.
+    # HF_HUB_CACHE wins over HF_HOME, as in huggingface_hub (online again: ferry honours
+    # HF_HUB_OFFLINE too).
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     other = tmp_path / "hub-cache"
     ferry(hub, "org/tiny", "--include", "config.json", env=ferry_env(hub, HF_HOME=str(hf_env), HF_HUB_CACHE=str(other)))
     assert (other / "models--org--tiny" / "refs" / "main").is_file()

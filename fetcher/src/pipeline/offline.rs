@@ -18,7 +18,7 @@ use crate::target::{Target, TargetSpec};
 pub async fn fetch(opts: &FetchOptions, switch: &'static str) -> Result<Summary> {
     let TargetSpec::Dir(dir) = &opts.target else {
         return Err(Error::Usage(format!(
-            "offline ({switch}) works with a directory target only; an s3:// target needs the network"
+            "offline ({switch}) works with a --to directory only; an s3:// target or a hub cache (--cache-dir, or no --to) needs the network, or fetch it once online"
         )));
     };
     let (repo, source, revision) = match &opts.origin {
