@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""ferry against its peers on the same hubsim, the same synthetic DeepSeek-R1-layout model.
+"""ferry against its peers on the same hubsim, the same synthetic DeepSeek-R1-layout models.
 
 Entry point: `bench/run` (creates the venv, then runs this file). See docs/BENCHMARKS.md.
 
+Two models: the main one (--repo/--shards/--size: many small shards), which every fault scenario and
+the warm part use, and a second one with few large shards (--big-repo/--big-shards/--big-size), which
+only the big-shards scenario fetches (and which is generated only when that scenario runs).
 For every repetition x scenario x tool: a cold, empty destination; the source's page cache dropped
 (posix_fadvise DONTNEED on hubsim's files); hubsim's fault knobs set; its stats reset; the tool run
 as a child process (wall time; CPU seconds from wait4's rusage of the whole reaped tree; peak RSS
@@ -20,6 +23,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import statistics
@@ -43,14 +47,21 @@ CAP_BPS = 50_000_000  # 400 Mbit/s: the seed's 100 Mbit/s link scaled x4 for a l
 PER_BODY_BPS = 20_000_000  # 20 MB/s per body: CDN-style per-connection throttling
 
 
+BIG_SHARD_MIN = 256_000_000  # the big-shards scenario's aim: every safetensors shard at least 256 MB
+
+
 def scenarios(reset_after: int) -> dict[str, dict]:
-    return {
+    """Scenario name -> {"model": the model it fetches ("main" or "big"), "faults": hubsim's fault set}."""
+    main = {
         "plain": {},
         "cap-400Mbit": {"bandwidth_total_bps": CAP_BPS},
         "per-conn-20MB/s": {"bandwidth_per_body_bps": PER_BODY_BPS},
         "latency-50ms": {"latency_ms": 50},
         "reset-1%": {"rules": [{"kind": "reset", "after_bytes": reset_after, "probability": 0.01}]},
     }
+    out = {name: {"model": "main", "faults": faults} for name, faults in main.items()}
+    out["big-shards"] = {"model": "big", "faults": {}}
+    return out
 
 
 SCENARIO_NOTES = {
@@ -59,13 +70,15 @@ SCENARIO_NOTES = {
     "per-conn-20MB/s": f"bandwidth_per_body_bps={PER_BODY_BPS} (20 MB/s per response body)",
     "latency-50ms": "latency_ms=50 before the headers of every request",
     "reset-1%": "rule reset, probability 0.01 per file GET, mid-body",
+    "big-shards": "the second model (few shards of >= 256 MB each), loopback, no faults",
 }
 
 ALL_TOOLS = ["ferry", "ferry-c16", "ferry-64MiB", "hf", "hf_transfer", "modelscope", "aria2c"]
 TOOL_NOTES = {
     "ferry": "`ferry fetch --chunk-size C` (adaptive connections: starts at 8, doubles every 2 s while it pays, up to 32, halves on 429/503)",
     "ferry-c16": "`ferry fetch --chunk-size C --connections 16` (fixed count, no ramp-up)",
-    "ferry-64MiB": "`ferry fetch` with every default (64 MiB ranges: one request per shard at this model size)",
+    "ferry-64MiB": "`ferry fetch` with every default (64 MiB ranges: one request per shard of the main model "
+                   "at its default size)",
     "hf": "`hf download --local-dir D --max-workers W` (huggingface_hub 2.4.0, plain HTTP, one GET per file)",
     "hf_transfer": "hf_transfer 0.1.9 `download(url, filename, max_files=100, chunk_size=C, parallel_failures=3, "
                    "max_retries=5)` per file from 8 Python threads, as huggingface_hub < 1.0 called it",
@@ -343,6 +356,48 @@ def ensure_system_tools(need: list[str]) -> None:
                    stdout=subprocess.DEVNULL)
 
 
+class Model:
+    """One synthetic model on hubsim: what a scenario's runs fetch and are verified against.
+
+    key is "main" or "big" (what scenarios() names); files maps each path to (size, sha256), filled by
+    load(); url_list / aria2_list are this model's resolve-URL lists, written by write_url_lists().
+    """
+
+    def __init__(self, key: str, repo: str, shards: int, size: int):
+        self.key, self.repo, self.shards, self.size = key, repo, shards, size
+        self.files: dict[str, tuple[int, str]] = {}
+        self.dir = Path()
+        self.url_list = self.aria2_list = Path()
+
+    def load(self, hubsim: Path, root: Path) -> None:
+        self.dir = root / self.repo
+        self.files = ensure_model(hubsim, root, self.repo, self.shards, self.size)
+
+    @property
+    def total(self) -> int:
+        return sum(s for s, _ in self.files.values())
+
+    def sources(self) -> list[Path]:
+        return [self.dir / p for p in self.files]
+
+    def shard_sizes(self) -> list[int]:
+        return sorted(s for p, (s, _) in self.files.items() if p.endswith(".safetensors"))
+
+    def describe(self) -> dict:
+        """What the report says about the model (kept in the results JSON)."""
+        shards = self.shard_sizes()
+        return {"repo": self.repo, "shards": len(shards), "total_bytes": self.total, "files": len(self.files),
+                "min_shard": shards[0] if shards else 0, "max_shard": shards[-1] if shards else 0}
+
+
+def models_needed(args: argparse.Namespace) -> dict[str, Model]:
+    """The models this run's scenarios (and warm methods: always the main model) fetch, unloaded."""
+    scen = scenarios(0)
+    keys = {scen[s]["model"] for s in args.scenarios} | ({"main"} if args.warm else set())
+    specs = {"main": (args.repo, args.shards, args.size), "big": (args.big_repo, args.big_shards, args.big_size)}
+    return {k: Model(k, *specs[k]) for k in ("main", "big") if k in keys}
+
+
 def ensure_model(hubsim: Path, root: Path, repo: str, shards: int, size: int) -> dict:
     """Generates the model once per (repo, shards, size); returns {path: (size, sha256)}."""
     repo_dir = root / repo
@@ -399,9 +454,11 @@ def base_env(work: Path) -> dict:
     return env
 
 
-def tool_command(tool: str, args: argparse.Namespace, ctx: dict, dest: Path, work: Path) -> tuple[list[str], dict]:
+def tool_command(tool: str, args: argparse.Namespace, ctx: dict, model: Model, dest: Path,
+                 work: Path) -> tuple[list[str], dict]:
+    """The command line and environment that fetch model into dest with tool."""
     env = base_env(work)
-    url, repo, chunk = ctx["url"], args.repo, args.chunk_size
+    url, repo, chunk = ctx["url"], model.repo, args.chunk_size
     py = sys.executable
     if tool in ("ferry", "ferry-c16", "ferry-64MiB"):
         cmd = [str(ctx["ferry"]), "fetch", repo, "--to", str(dest), "--endpoint", url, "--json"]
@@ -419,7 +476,7 @@ def tool_command(tool: str, args: argparse.Namespace, ctx: dict, dest: Path, wor
         hf = Path(sys.executable).parent / "hf"
         return [str(hf), "download", repo, "--local-dir", str(dest), "--max-workers", str(args.hf_workers)], env
     if tool == "hf_transfer":
-        return [py, str(BENCH / "peers.py"), "hf_transfer", "--list", str(ctx["url_list"]), "--to", str(dest),
+        return [py, str(BENCH / "peers.py"), "hf_transfer", "--list", str(model.url_list), "--to", str(dest),
                 "--workers", "8", "--max-files", "100", "--chunk-size", str(chunk)], env
     if tool == "modelscope":
         env["MODELSCOPE_ENDPOINT"] = url
@@ -429,7 +486,7 @@ def tool_command(tool: str, args: argparse.Namespace, ctx: dict, dest: Path, wor
         ms = Path(sys.executable).parent / "modelscope"
         return [str(ms), "download", repo, "--local-dir", str(dest), "--max-workers", "8"], env
     if tool == "aria2c":
-        return ["aria2c", "--input-file", str(ctx["aria2_list"]), "--dir", str(dest),
+        return ["aria2c", "--input-file", str(model.aria2_list), "--dir", str(dest),
                 "-j", "8", "-x", "16", "-s", "16", "-k", f"{max(1, chunk // MiB)}M",
                 "--file-allocation=none", "--auto-file-renaming=false", "--allow-overwrite=true",
                 "--max-tries=20", "--retry-wait=1", "--timeout=30", "--connect-timeout=10",
@@ -438,21 +495,22 @@ def tool_command(tool: str, args: argparse.Namespace, ctx: dict, dest: Path, wor
     raise ValueError(tool)
 
 
-def write_url_lists(ctx: dict, args: argparse.Namespace, work: Path) -> None:
-    """Resolve main -> commit and list the tree like the hub client does (outside the timing)."""
-    info = http_json(f"{ctx['url']}/api/models/{args.repo}/revision/main")
+def write_url_lists(url: str, model: Model, work: Path) -> None:
+    """Resolve main -> commit and list the model's tree like the hub client does (outside the timing);
+    writes its URL lists for hf_transfer and aria2c."""
+    info = http_json(f"{url}/api/models/{model.repo}/revision/main")
     commit = info["sha"]
-    tree = http_json(f"{ctx['url']}/api/models/{args.repo}/tree/{commit}?recursive=true&expand=false")
+    tree = http_json(f"{url}/api/models/{model.repo}/tree/{commit}?recursive=true&expand=false")
     entries = []
     for e in tree:
         if e["type"] != "file":
             continue
         entries.append({"path": e["path"], "size": e["size"],
-                        "url": f"{ctx['url']}/{args.repo}/resolve/{commit}/{urllib.request.quote(e['path'])}"})
-    ctx["url_list"] = work / "urls.json"
-    ctx["url_list"].write_text(json.dumps(entries))
-    ctx["aria2_list"] = work / "aria2-input.txt"
-    ctx["aria2_list"].write_text("".join(f"{e['url']}\n  out={e['path']}\n" for e in entries))
+                        "url": f"{url}/{model.repo}/resolve/{commit}/{urllib.request.quote(e['path'])}"})
+    model.url_list = work / f"urls-{model.key}.json"
+    model.url_list.write_text(json.dumps(entries))
+    model.aria2_list = work / f"aria2-input-{model.key}.txt"
+    model.aria2_list.write_text("".join(f"{e['url']}\n  out={e['path']}\n" for e in entries))
 
 
 def ferry_summary(stdout: Path) -> dict:
@@ -476,15 +534,15 @@ def ferry_summary(stdout: Path) -> dict:
 # runs
 
 
-def run_fetches(args, ctx, hub: Hubsim, files: dict, work: Path) -> list[dict]:
-    total = sum(s for s, _ in files.values())
-    sources = [ctx["repo_dir"] / p for p in files]
+def run_fetches(args, ctx, hub: Hubsim, models: dict[str, Model], work: Path) -> list[dict]:
     scen = scenarios(args.reset_after)
     results = []
     n_runs = args.reps * len(args.scenarios) * len(args.tools)
     i = 0
     for rep in range(args.reps):
         for sname in args.scenarios:
+            model = models[scen[sname]["model"]]
+            total = model.total
             # rotate the tool order per repetition so no tool always runs right after another
             tools = args.tools[rep % len(args.tools):] + args.tools[:rep % len(args.tools)]
             for tool in tools:
@@ -495,21 +553,21 @@ def run_fetches(args, ctx, hub: Hubsim, files: dict, work: Path) -> list[dict]:
                 dest = work / "dest"
                 shutil.rmtree(dest, ignore_errors=True)
                 dest.mkdir()
-                cmd, env = tool_command(tool, args, ctx, dest, run_dir)
-                hub.faults(scen[sname])
-                drop_cache(sources)
+                cmd, env = tool_command(tool, args, ctx, model, dest, run_dir)
+                hub.faults(scen[sname]["faults"])
+                drop_cache(model.sources())
                 hub.reset_stats()
                 m = measure(cmd, env, run_dir, run_dir / "stdout", run_dir / "stderr", args.timeout)
                 stats = hub.stats()
                 hub.faults({})
                 ok, why = (False, "timed out") if m.timed_out else (False, f"exit {m.rc}") if m.rc else (True, "")
                 if ok:
-                    ok, why = verify_dest(dest, files)
+                    ok, why = verify_dest(dest, model.files)
                 if not ok:
                     tail = (run_dir / "stderr").read_text(errors="replace")[-600:]
                     why += f" | stderr: {tail.strip()}" if tail.strip() else ""
                 r = {
-                    "rep": rep, "scenario": sname, "tool": tool, "rc": m.rc, "wall_s": round(m.wall, 3),
+                    "rep": rep, "scenario": sname, "model": model.repo, "tool": tool, "rc": m.rc, "wall_s": round(m.wall, 3),
                     "cpu_s": round(m.cpu, 2), "peak_rss": m.peak_rss, "bytes_sent": stats.get("bytes_sent", 0),
                     "requests": stats.get("requests", 0), "max_concurrent_bodies": stats.get("max_concurrent_bodies"),
                     "faults_fired": stats.get("faults_fired", {}), "total_bytes": total,
@@ -529,10 +587,10 @@ def run_fetches(args, ctx, hub: Hubsim, files: dict, work: Path) -> list[dict]:
     return results
 
 
-def run_warm(args, ctx, files: dict, work: Path) -> list[dict]:
-    src = ctx["repo_dir"]
-    paths = [src / p for p in files]
-    total = sum(s for s, _ in files.values())
+def run_warm(args, ctx, model: Model, work: Path) -> list[dict]:
+    src = model.dir
+    paths = model.sources()
+    total = model.total
     results = []
     listfile = work / "warm-files.txt"
     listfile.write_bytes(b"\0".join(str(p).encode() for p in paths) + b"\0")
@@ -677,7 +735,7 @@ def warm_table(warm: list[dict], methods: list[str]) -> str:
     return "\n".join(out)
 
 
-def plot(rows: list[dict], args, path: Path) -> None:
+def plot(rows: list[dict], args, models: dict[str, dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -698,14 +756,46 @@ def plot(rows: list[dict], args, path: Path) -> None:
             hi.append(b - m)
         ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=tool)
     ax.set_xticks(range(len(args.scenarios)))
-    ax.set_xticklabels(args.scenarios)
+    scen, labels = scenarios(0), []
+    for s in args.scenarios:
+        d = models.get(scen[s]["model"]) if scen[s]["model"] != "main" else None
+        labels.append(f"{s}\n({d['shards']} shards of {d['min_shard'] / 1e6:.0f} MB+)" if d else s)
+    ax.set_xticklabels(labels)
     ax.set_ylabel("throughput, MB/s (median; bars: min–max)")
     ax.axhline(CAP_BPS / 1e6, color="grey", lw=0.6, ls="--")
-    ax.set_title(f"{args.repo} layout, {args.shards} shards, {human(args.size)}; {args.reps} rep(s); hubsim on loopback")
+    ax.set_title("; ".join(model_words(k, d, brief=True) for k, d in models.items()) +
+                 f"; {args.reps} rep(s); hubsim on loopback", fontsize=9)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def model_words(key: str, d: dict, brief: bool = False) -> str:
+    """How the run header (and, brief, the plot's title) names a model: the main one by its layout, the
+    big one by the scenario that fetches it and its shard sizes."""
+    if key == "main":
+        words = f"model {d['repo']} layout, {d['shards']} shards, {human(d['total_bytes'])}"
+        return words if brief else words + f" ({d['total_bytes']:,} bytes)"
+    users = "/".join(s for s, v in scenarios(0).items() if v["model"] == key)
+    if brief:
+        return f"{users}: {d['shards']} shards of {d['min_shard'] / 1e6:.0f} MB+, {human(d['total_bytes'])}"
+    return (f"{users}: model {d['repo']}, {d['shards']} shards of {d['min_shard']:,}–{d['max_shard']:,} bytes, "
+            f"{human(d['total_bytes'])} ({d['total_bytes']:,} bytes)")
+
+
+def set_notes(args, models: dict[str, dict]) -> None:
+    """Scenario notes that depend on this run's models and flags."""
+    SCENARIO_NOTES["reset-1%"] = f"rule reset, probability 0.01 per file GET, {human(args.reset_after)} into the body"
+    big = models.get("big")
+    if big:
+        aim = ("every safetensors shard ≥ 256 MB = 256,000,000 bytes" if big["min_shard"] >= BIG_SHARD_MIN else
+               "**below the 256 MB aim** (a small --big-size)")
+        SCENARIO_NOTES["big-shards"] = (
+            f"a second model, {big['repo']} (`hubsim generate --shards {big['shards']} --total-size "
+            f"{human(args.big_size).replace(' ', '')}`: the total splits about evenly over the shards), "
+            f"{big['shards']} shards of {big['min_shard']:,}–{big['max_shard']:,} bytes, {aim}; loopback, no faults; "
+            "every tool as in the other scenarios, its own URL lists, hashes and MB/s from its own size")
 
 
 def render_sections(data: dict, rows: list[dict], args) -> tuple[str, str]:
@@ -713,8 +803,8 @@ def render_sections(data: dict, rows: list[dict], args) -> tuple[str, str]:
     fetch = [
         "<!-- bench:fetch:begin (generated by bench/run; edit the notes below the markers) -->",
         f"Run: {data['finished']} · `{data['command']}` · {args.reps} repetition(s) · "
-        f"model {args.repo} layout, {args.shards} shards, {human(data['total_bytes'])} "
-        f"({data['total_bytes']:,} bytes) · chunk/part size {human(args.chunk_size)} for every tool that has one",
+        + " · ".join(model_words(k, d) for k, d in data["models"].items())
+        + f" · chunk/part size {human(args.chunk_size)} for every tool that has one",
         "",
         f"Machine: {m['nproc']} cores ({m['cpu']}), {m['memory']} RAM, Linux {m['kernel']}, Python {m['python']}; "
         f"load average at start {m['loadavg_at_start']}; checkout at {m['git']}, ferry binary {data['ferry_bin']} built {data.get('ferry_built', '?')} — **shared with other engineers' builds and tests "
@@ -770,16 +860,23 @@ def update_doc(doc: Path, fetch: str, warm: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=parse_size, default=parse_size("2GiB"),
-                   help="total size of the shards (default 2GiB, 163 shards of ~13 MB: the whole default run "
-                        "takes ~35 min on 2 cores; --size 512MiB for a quicker look)")
-    p.add_argument("--shards", type=int, default=163)
-    p.add_argument("--repo", default="deepseek-ai/DeepSeek-R1")
+                   help="total size of the main model's shards (default 2GiB, 163 shards of ~13 MB; every "
+                        "scenario but big-shards, and the warm part, use it). The whole default run, big-shards "
+                        "included, takes ~40 min on 2 cores; --size 512MiB for a quicker look")
+    p.add_argument("--shards", type=int, default=163, help="the main model's shard count (default 163)")
+    p.add_argument("--repo", default="deepseek-ai/DeepSeek-R1", help="the main model's repository id")
+    p.add_argument("--big-size", type=parse_size, default=None,
+                   help="total size of the big-shards scenario's second model (default 1GiB, 4 shards of "
+                        "~268 MB: hubsim splits the total about evenly, so keep it >= 256 MB x --big-shards; "
+                        "64MiB with --smoke). Generated only when big-shards runs")
+    p.add_argument("--big-shards", type=int, default=4, help="the second model's shard count (default 4)")
+    p.add_argument("--big-repo", default=None, help="the second model's repository id (default: --repo + '-big-shards')")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--tools", default=",".join(ALL_TOOLS), help=f"comma list of {ALL_TOOLS}")
-    p.add_argument("--scenarios", default=None, help="comma list (default: all)")
+    p.add_argument("--scenarios", default=None, help=f"comma list of {', '.join(scenarios(0))} (default: all)".replace("%", "%%"))
     p.add_argument("--warm", default=",".join(WARM_METHODS), help="comma list of warm methods, '' for none")
     p.add_argument("--chunk-size", type=parse_size, default=parse_size("1MiB"),
                    help="ranged-request / part size given to every tool that has one (default 1MiB: "
@@ -807,6 +904,16 @@ def main() -> int:
     args.warm = [w for w in args.warm.split(",") if w]
     if set(args.warm) - set(WARM_METHODS):
         p.error(f"unknown warm methods; have {WARM_METHODS}")
+    if args.big_size is None:
+        args.big_size = parse_size("64MiB" if args.smoke else "1GiB")
+    args.big_repo = args.big_repo or args.repo + "-big-shards"
+    if args.big_repo == args.repo:
+        p.error("--big-repo must differ from --repo (each model has its own repository)")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
 
     def on_signal(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -824,27 +931,33 @@ def main() -> int:
     ferry, hubsim = find_bins(args)
     root = work / "hub"
     root.mkdir(exist_ok=True)
-    files = ensure_model(hubsim, root, args.repo, args.shards, args.size)
-    total = sum(s for s, _ in files.values())
-    if not args.reset_after:
-        median = statistics.median(s for p, (s, _) in files.items() if p.endswith(".safetensors"))
-        args.reset_after = int(min(512 * 1024, median // 2))
-    SCENARIO_NOTES["reset-1%"] = f"rule reset, probability 0.01 per file GET, {human(args.reset_after)} into the body"
+    models = models_needed(args)
+    for model in models.values():
+        model.load(hubsim, root)
+    if "big" in models and models["big"].shard_sizes()[0] < BIG_SHARD_MIN:
+        log(f"note: {args.big_repo}'s smallest shard is {models['big'].shard_sizes()[0]:,} bytes, under 256 MB "
+            f"(--big-size {human(args.big_size)} over {args.big_shards} shards)")
+    if not args.reset_after and "main" in models:
+        args.reset_after = int(min(512 * 1024, statistics.median(models["main"].shard_sizes()) // 2))
+    described = {k: m.describe() for k, m in models.items()}
+    set_notes(args, described)
     started = datetime.now(timezone.utc)
+    main_model = models.get("main")
     data = {"machine": machine(), "started": started.isoformat(timespec="seconds"),
-            "command": " ".join(["bench/run", *sys.argv[1:]]),
+            "command": shlex.join(["bench/run", *sys.argv[1:]]),
             "ferry_bin": str(ferry.relative_to(REPO_ROOT)) if ferry.is_relative_to(REPO_ROOT) else str(ferry),
             "ferry_built": datetime.fromtimestamp(ferry.stat().st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "total_bytes": total, "files": len(files),
+            "models": described, "total_bytes": main_model.total if main_model else None,
             "args": {k: v for k, v in vars(args).items()}}
     hub = Hubsim(hubsim, root, work / "hubsim.log")
-    ctx = {"url": hub.url, "ferry": ferry, "repo_dir": root / args.repo}
+    ctx = {"url": hub.url, "ferry": ferry}
     fetch, warm = [], []
     try:
-        log(f"hubsim at {hub.url}; hashing the model once (first request)")
-        http_json(f"{hub.url}/api/models/{args.repo}/revision/main", timeout=600)
-        write_url_lists(ctx, args, work)
-        fetch = run_fetches(args, ctx, hub, files, work)
+        for model in models.values():
+            log(f"hubsim at {hub.url}; hashing {model.repo} once (first request)")
+            http_json(f"{hub.url}/api/models/{model.repo}/revision/main", timeout=600)
+            write_url_lists(hub.url, model, work)
+        fetch = run_fetches(args, ctx, hub, models, work)
     except KeyboardInterrupt:
         for pid in list(CURRENT_CHILD):
             _killpg(pid)
@@ -854,7 +967,7 @@ def main() -> int:
         hub.stop()
     try:
         if args.warm:
-            warm = run_warm(args, ctx, files, work)
+            warm = run_warm(args, ctx, models["main"], work)
     except KeyboardInterrupt:
         for pid in list(CURRENT_CHILD):
             _killpg(pid)
@@ -862,7 +975,7 @@ def main() -> int:
         return 130
     data["finished"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     data["fetch"], data["warm"] = fetch, warm
-    data["files"] = files
+    data["files"] = main_model.files if main_model else {}
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     results = work / f"results-{stamp}.json"
     results.write_text(json.dumps(data, indent=1, default=str))
@@ -878,7 +991,7 @@ def report(data: dict, args) -> int:
         print()
         print(warm_table(warm, args.warm))
     if args.plot:
-        plot(rows, args, Path(args.plot))
+        plot(rows, args, data["models"], Path(args.plot))
     if args.doc:
         f_sec, w_sec = render_sections(data, rows, args)
         update_doc(Path(args.doc), f_sec, w_sec)
@@ -896,7 +1009,12 @@ def report_only(path: Path, args) -> int:
     for k in ("tools", "scenarios", "warm", "reps", "repo", "shards", "size", "chunk_size", "hf_workers",
               "reset_after"):
         setattr(args, k, data["args"][k])
-    SCENARIO_NOTES["reset-1%"] = f"rule reset, probability 0.01 per file GET, {human(args.reset_after)} into the body"
+    for k in ("big_repo", "big_shards", "big_size"):  # absent from results of runs before big-shards
+        setattr(args, k, data["args"].get(k, getattr(args, k)))
+    if "models" not in data:  # one model, described by the run's flags
+        data["models"] = {"main": {"repo": args.repo, "shards": args.shards, "total_bytes": data["total_bytes"],
+                                   "files": len(data["files"])}}
+    set_notes(args, data["models"])
     for r in data["warm"]:  # the criterion as it is now
         r["verified"] = r["rc"] == 0 and r["resident_after"] is not None and r["resident_after"] >= WARM_RESIDENT
     return report(data, args)
