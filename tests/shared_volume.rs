@@ -483,3 +483,32 @@ fn the_gate_opens_only_once_every_file_is_visible_and_whole() {
     assert!(out.status.success(), "{}", text(&out));
     assert_one_correct_model(&src, &reader);
 }
+
+#[test]
+fn warm_picks_its_reader_count_from_the_storage() {
+    let Some(vol) = volume_or_skip("warm_picks_its_reader_count_from_the_storage", 1) else {
+        return;
+    };
+    std::fs::write(vol.backing.join("a.safetensors"), vec![7u8; MIB as usize]).unwrap();
+    let warm = |dir: &Path, extra: &[&str]| -> serde_json::Value {
+        let out = ferry()
+            .args(["warm", dir.to_str().unwrap(), "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // Through the FUSE mount: network storage, so more readers than on a local disk.
+    let r = warm(vol.node(0), &[]);
+    assert!(r["jobs"].as_u64().unwrap() >= 16, "{r}");
+    assert!(r["jobs_reason"].as_str().unwrap().contains("fuse"), "{r}");
+    // The backing directory itself is local (a temp dir).
+    let r = warm(&vol.backing, &[]);
+    assert!(r["jobs"].as_u64().unwrap() <= 8, "{r}");
+    assert!(!r["jobs_reason"].as_str().unwrap().contains("network"), "{r}");
+    // A count given on the command line wins.
+    let r = warm(vol.node(0), &["--jobs", "3"]);
+    assert_eq!(r["jobs"], 3, "{r}");
+    assert_eq!(r["jobs_reason"], "--jobs", "{r}");
+}

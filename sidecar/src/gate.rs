@@ -290,19 +290,20 @@ async fn warm_model(gate: &Arc<Gate>, dir: &Path, spec: &WarmSpec) -> Result<()>
         ),
     );
     tracing::info!(
-        "warming {:.2} GB ({} ranges, {} readers)",
+        "warming {:.2} GB ({} ranges)",
         total as f64 / 1e9,
         targets.len(),
-        spec.options.jobs
     );
     let (g, opts) = (gate.clone(), spec.options.clone());
     match blocking(move || warm::warm(&targets, &opts, &g.warm)).await? {
         Ok(r) => {
             tracing::info!(
-                "warmed {:.2} GB in {:.1} s ({:.2} GB/s); resident {:.1} % before, {:.1} % after",
+                "warmed {:.2} GB in {:.1} s ({:.2} GB/s, {} readers: {}); resident {:.1} % before, {:.1} % after",
                 r.bytes as f64 / 1e9,
                 r.seconds,
                 r.bytes_per_second / 1e9,
+                r.jobs,
+                r.jobs_reason,
                 r.before.ratio() * 100.0,
                 r.after.ratio() * 100.0
             );

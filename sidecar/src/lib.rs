@@ -21,6 +21,7 @@ pub mod error;
 pub mod gate;
 pub mod metrics;
 pub mod model_check;
+pub mod readers;
 pub mod recheck;
 pub mod residency;
 pub mod server;

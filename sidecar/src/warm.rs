@@ -42,9 +42,9 @@ pub struct WarmTarget {
 /// How to warm.
 #[derive(Debug, Clone)]
 pub struct WarmOptions {
-    /// Parallel readers. Reads block on I/O, not on CPU, so more than the core count helps on
-    /// network storage.
-    pub jobs: usize,
+    /// Parallel readers; None: chosen from the storage and the cores
+    /// ([`readers`](crate::readers)).
+    pub jobs: Option<usize>,
     /// Bytes one reader takes at a time (and announces with WILLNEED).
     pub chunk: u64,
     /// Each reader's buffer when it has to copy (no sendfile); ferry's own memory stays under
@@ -57,7 +57,7 @@ pub struct WarmOptions {
 impl Default for WarmOptions {
     fn default() -> Self {
         WarmOptions {
-            jobs: 8,
+            jobs: None,
             chunk: 64 << 20,
             buffer: 1 << 20,
             zero_copy: true,
@@ -91,6 +91,8 @@ pub struct WarmReport {
     /// Bytes the plan asked for.
     pub bytes: u64,
     pub jobs: usize,
+    /// Why that many readers ("--jobs", or what the storage looked like).
+    pub jobs_reason: String,
     /// Time spent reading (residency measurements excluded).
     pub seconds: f64,
     pub bytes_per_second: f64,
@@ -171,7 +173,13 @@ pub fn residency(targets: &[WarmTarget]) -> Result<Residency> {
 /// Reads every target into the page cache (blocking; run it on a blocking thread in async
 /// code). Measures residency before and after, and says when the result cannot stay resident.
 pub fn warm(targets: &[WarmTarget], opts: &WarmOptions, ctl: &WarmControl) -> Result<WarmReport> {
-    let jobs = opts.jobs.max(1);
+    let (jobs, jobs_reason) = match opts.jobs {
+        Some(n) => (n.max(1), "--jobs".to_string()),
+        None => targets.first().map_or((1, String::new()), |t| {
+            crate::readers::default_readers(&t.path)
+        }),
+    };
+    tracing::debug!("{jobs} readers ({jobs_reason})");
     let chunk = opts.chunk.max(1);
     let bytes: u64 = targets.iter().map(|t| t.len).sum();
     let budget = MemoryBudget::detect();
@@ -234,6 +242,7 @@ pub fn warm(targets: &[WarmTarget], opts: &WarmOptions, ctl: &WarmControl) -> Re
         files: files.len(),
         bytes,
         jobs,
+        jobs_reason,
         seconds,
         bytes_per_second: if seconds > 0.0 {
             bytes as f64 / seconds
@@ -427,7 +436,7 @@ mod tests {
         for zero_copy in [true, false] {
             let ctl = WarmControl::default();
             let opts = WarmOptions {
-                jobs: 3,
+                jobs: Some(3),
                 chunk: 65_536,
                 buffer: 10_000,
                 zero_copy,

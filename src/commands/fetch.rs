@@ -58,8 +58,8 @@ pub struct Args {
     /// Files downloaded at once (1 to 256).
     #[arg(long, visible_alias = "max-workers", default_value_t = DEFAULT_JOBS, value_parser = in_range(1, 256))]
     jobs: usize,
-    /// Connections in all, across files and ranges (default: measured, from 8 up to 32: more
-    /// while more pays, fewer when the server throttles).
+    /// Connections in all, across files and ranges (default: measured, from 8 up to 128, fewer
+    /// in a small memory limit: more while more pays, fewer when the server throttles).
     #[arg(long, value_parser = in_range(1, 1024))]
     connections: Option<usize>,
     /// Size of one ranged request, e.g. 64MiB (at least 1MiB).

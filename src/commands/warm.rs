@@ -74,9 +74,10 @@ pub struct ShareArgs {
     pub plan: Option<PathBuf>,
     #[command(flatten)]
     pub rank: crate::args::NodeRank,
-    /// Parallel readers (reads wait on storage, not CPU: network storage wants several).
-    #[arg(long, default_value_t = WarmOptions::default().jobs, value_parser = crate::args::positive::<usize>)]
-    pub jobs: usize,
+    /// Parallel readers (default: from the storage: 8 on a local disk, 2 on a spinning one, 2 per
+    /// core from 16 to 64 on network storage such as NFS, CFS or FUSE).
+    #[arg(long, value_parser = crate::args::positive::<usize>)]
+    pub jobs: Option<usize>,
     #[command(flatten)]
     pub topology: TopologyArgs,
 }
@@ -121,7 +122,7 @@ impl ShareArgs {
 
     pub fn options(&self) -> WarmOptions {
         WarmOptions {
-            jobs: self.jobs.max(1),
+            jobs: self.jobs,
             ..WarmOptions::default()
         }
     }
@@ -161,12 +162,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     outln!(
-        "warmed {} ({}) in {:.2} s: {} with {}",
+        "warmed {} ({}) in {:.2} s: {} with {} ({})",
         crate::format::size(report.bytes),
         crate::format::count(report.files as u64, "file"),
         report.seconds,
         crate::format::rate(report.bytes_per_second),
-        crate::format::count(report.jobs as u64, "reader")
+        crate::format::count(report.jobs as u64, "reader"),
+        report.jobs_reason
     );
     outln!(
         "page cache residency: {:.1} % before, {:.1} % after",

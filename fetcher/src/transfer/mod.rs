@@ -6,7 +6,9 @@
 //! - [`job`]: one file (or one slice's piece of it) being fetched;
 //! - [`range`]: one ranged GET with retries, stall detection and resume;
 //! - [`backoff`]: how long a failing range waits (jittered, capped after the jitter);
-//! - [`controller`]: how many connections pay, found by measuring ([`budget`] holds the count);
+//! - [`controller`]: how many connections pay, found by measuring ([`budget`] holds the count,
+//!   [`ceiling`] how far it may grow);
+//! - [`buffers`]: write and hash buffers reused across ranges;
 //! - [`journal`]: the finished ranges of each partial file, durable across kill -9.
 //!
 //! They share a [`Meter`](crate::meter::Meter) (bytes, throttle answers, the stop flag), never
@@ -14,6 +16,8 @@
 
 pub mod backoff;
 pub mod budget;
+pub mod buffers;
+pub mod ceiling;
 pub mod controller;
 pub mod job;
 pub mod journal;
@@ -29,11 +33,11 @@ use crate::snapshot::RemoteFile;
 
 /// Defaults, chosen so a single `ferry fetch` fills a fast link without flags: 8 files at once
 /// keeps many TCP streams busy on a 163-shard model without thrashing the target disk; the
-/// connection count is measured ([`controller`]: from 8, doubling while it pays, up to 32,
-/// which is what a CDN that caps each connection needs); 64 MiB ranges keep request overhead
-/// under 0.1 % while bounding what a crash can lose per connection.
+/// connection count is measured ([`controller`]: from 8, doubling while it pays, up to
+/// [`ceiling::CEILING`] or less in a small memory limit, which is what a CDN that caps each
+/// connection needs); 64 MiB ranges keep request overhead under 0.1 % while bounding what a crash
+/// can lose per connection.
 pub const DEFAULT_JOBS: usize = 8;
-pub const DEFAULT_MAX_CONNECTIONS: usize = 32;
 pub const DEFAULT_CHUNK: u64 = 64 << 20;
 
 /// How to transfer; see the `ferry fetch` flags for the user-facing meaning.
@@ -41,7 +45,7 @@ pub const DEFAULT_CHUNK: u64 = 64 << 20;
 pub struct TransferOptions {
     /// Files at once.
     pub jobs: usize,
-    /// A fixed number of connections in all; None: adaptive up to [`DEFAULT_MAX_CONNECTIONS`].
+    /// A fixed number of connections in all; None: adaptive up to [`ceiling::adaptive`].
     pub connections: Option<usize>,
     /// Size of one ranged request.
     pub chunk_size: u64,
@@ -72,7 +76,7 @@ impl Default for TransferOptions {
 impl TransferOptions {
     /// The most connections at once.
     pub fn max_connections(&self) -> usize {
-        self.connections.unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1)
+        self.connections.unwrap_or_else(ceiling::adaptive).max(1)
     }
 }
 

@@ -9,16 +9,18 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::budget::Budget;
-use super::job::{chunks, FileJob};
+use super::buffers::BufferPool;
+use super::job::{chunks, FileJob, HashState};
 use super::journal::{Journal, RangeSet};
-use super::range::{fetch_range, RangeCtx};
+use super::range::{fetch_range, RangeCtx, WRITE_BUF};
 use super::{controller, Publish, TransferOptions};
 use crate::error::{Error, Result};
 use crate::meter::Meter;
 use crate::origin::Ranges;
 
-/// Read-back size for hashing from the page cache.
-const HASH_BUF: usize = 4 << 20;
+/// Read-back size for hashing from the page cache: the size of a write, so a read-back is one
+/// write's worth of pages while they are still hot.
+const HASH_BUF: usize = WRITE_BUF;
 /// Downloads of a file whose hash does not match before the fetch gives up: a damaged transfer
 /// rarely repeats three times, a source that serves wrong bytes always does.
 const DOWNLOADS: u32 = 3;
@@ -27,6 +29,8 @@ const REDOWNLOAD_WAIT: Duration = Duration::from_secs(1);
 
 pub struct Scheduler {
     ctx: RangeCtx,
+    /// Read-back buffers (HASH_BUF long), one per file being hashed at a time.
+    hash_buffers: Arc<BufferPool>,
     opts: TransferOptions,
     meter: Arc<Meter>,
     publisher: Arc<dyn Publish>,
@@ -49,15 +53,19 @@ impl Scheduler {
         publisher: Arc<dyn Publish>,
         jobs: Vec<Arc<FileJob>>,
     ) -> Arc<Scheduler> {
+        let max = opts.max_connections();
         let ctx = RangeCtx {
             ranges,
             meter: Arc::clone(&meter),
-            budget: Budget::new(opts.max_connections()),
+            budget: Budget::new(max),
+            // As many as can be in flight: one per connection.
+            write_buffers: BufferPool::new(max, || Vec::with_capacity(WRITE_BUF)),
             stall_timeout: opts.stall_timeout,
             retry_timeout: opts.retry_timeout,
         };
         Arc::new(Scheduler {
             ctx,
+            hash_buffers: Arc::new(BufferPool::new(opts.jobs.max(1), || vec![0u8; HASH_BUF])),
             sched: Mutex::new(Sched {
                 unfinished: jobs.len(),
                 queue: jobs.into(),
@@ -368,29 +376,13 @@ impl Scheduler {
         };
         let file = Arc::clone(&job.file);
         let j = Arc::clone(job);
+        let pool = Arc::clone(&self.hash_buffers);
         tokio::task::spawn_blocking(move || -> Result<()> {
             let mut guard = guard;
-            let mut buf = vec![0u8; HASH_BUF];
-            loop {
-                let upto = guard.upto;
-                let until = j
-                    .state
-                    .lock()
-                    .map(|s| s.done.contiguous_from(upto))
-                    .unwrap_or(upto);
-                if until <= upto {
-                    return Ok(());
-                }
-                let mut at = upto;
-                while at < until {
-                    let n = ((until - at) as usize).min(HASH_BUF);
-                    file.read_exact_at(&mut buf[..n], at)
-                        .map_err(|e| Error::io(&j.partial_path, e))?;
-                    guard.hasher.update(&buf[..n]);
-                    at += n as u64;
-                }
-                guard.upto = until;
-            }
+            let mut buf = pool.take();
+            let hashed = hash_landed(&mut guard, &j, &file, &mut buf);
+            pool.give(buf);
+            hashed
         })
         .await
         .map_err(|e| Error::Task {
@@ -472,5 +464,35 @@ impl Scheduler {
         st.pending = chunks(job.remote.size, self.opts.chunk_size).into();
         st.finalizing = false;
         Ok(())
+    }
+}
+
+/// Feeds the hasher every byte from where it stopped up to the end of the contiguous prefix
+/// that has landed (which may grow while it reads), reading them back with `buf`.
+fn hash_landed(
+    guard: &mut tokio::sync::OwnedMutexGuard<HashState>,
+    j: &FileJob,
+    file: &std::fs::File,
+    buf: &mut [u8],
+) -> Result<()> {
+    loop {
+        let upto = guard.upto;
+        let until = j
+            .state
+            .lock()
+            .map(|s| s.done.contiguous_from(upto))
+            .unwrap_or(upto);
+        if until <= upto {
+            return Ok(());
+        }
+        let mut at = upto;
+        while at < until {
+            let n = ((until - at) as usize).min(buf.len());
+            file.read_exact_at(&mut buf[..n], at)
+                .map_err(|e| Error::io(&j.partial_path, e))?;
+            guard.hasher.update(&buf[..n]);
+            at += n as u64;
+        }
+        guard.upto = until;
     }
 }
