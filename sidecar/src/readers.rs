@@ -2,8 +2,8 @@
 //! on and the machine's cores, not a constant.
 //!
 //! Measured (docs/BENCHMARKS.md, "Warm" and "At real shard size"): on a local NVMe disk 8
-//! readers reach the disk's parallel cold-read limit and 16–32 are a few percent slower; on a
-//! spinning disk parallel streams turn sequential reads into seeks; on network storage (NFS,
+//! readers reach the disk's parallel cold-read limit and 16–32 are no faster; on a spinning
+//! disk parallel streams turn sequential reads into seeks; on network storage (NFS,
 //! CFS, CephFS, Lustre, FUSE clients) each stream waits on round trips, so the rate grows with
 //! the streams until the link or the server is full, and a node with more cores has the
 //! bandwidth to use more of them.
@@ -92,17 +92,22 @@ fn network_fs(path: &Path) -> Option<&'static str> {
     })
 }
 
-/// Whether the block device `dev` (a partition's disk, for a partition) rotates.
+/// Whether the block device `dev` (a partition's disk, for a partition) rotates. A virtual disk
+/// (virtio, Xen) is taken for flash whatever it says: virtio-blk reports "rotational" by
+/// default, and on the device machine's virtio disk 2 readers and 8 reached the same
+/// parallel-read limit.
 fn rotational(dev: u64) -> bool {
     let (major, minor) = (libc::major(dev), libc::minor(dev));
     let base = format!("/sys/dev/block/{major}:{minor}");
-    [
-        format!("{base}/queue/rotational"),
-        format!("{base}/../queue/rotational"),
-    ]
-    .iter()
-    .find_map(|p| std::fs::read_to_string(p).ok())
-    .is_some_and(|s| s.trim() == "1")
+    let device = std::fs::canonicalize(&base).unwrap_or_default();
+    let device = device.to_string_lossy();
+    if device.contains("/virtio") || device.contains("/xvd") || device.contains("/vbd-") {
+        return false;
+    }
+    [format!("{base}/queue/rotational"), format!("{base}/../queue/rotational")]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .is_some_and(|s| s.trim() == "1")
 }
 
 #[cfg(test)]
