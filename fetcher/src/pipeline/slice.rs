@@ -26,6 +26,7 @@ use crate::snapshot::{RemoteFile, Snapshot};
 use crate::target::dir::{partial_name, DirTarget};
 use crate::target::Target;
 use crate::transfer::journal::Journal;
+use crate::transfer::TransferOptions;
 
 /// Fetches slice `spec` of `origin` into the shared directory `dir`; the last slice done
 /// finalizes the directory.
@@ -35,16 +36,13 @@ pub async fn fetch_slice<O: Origin>(
     dir: PathBuf,
     spec: SliceSpec,
 ) -> Result<Summary> {
-    let (i, n) = check_spec(spec)?;
-    let target = DirTarget::new(
+    let Joined {
+        slice: (i, n),
+        target,
         dir,
-        run.opts.transfer.clone(),
-        origin.hf_metadata(),
-        Some((i, n)),
-    )?;
-    let dir = target.dir().to_path_buf();
-    let _lock = crate::lock::acquire(&dir, Some((i, n)))?;
-    let snapshot = pinned_snapshot(run, origin, &dir, n, false).await?;
+        lock: _lock,
+        snapshot,
+    } = join(run, origin, dir, spec, run.opts.transfer.clone(), false).await?;
     let plan = plan_slices(
         &snapshot
             .files
@@ -91,7 +89,10 @@ pub async fn fetch_slice<O: Origin>(
     let _finalize = finalize_lock(&dir).await?;
     for path in &split {
         if let Some(f) = snapshot.files.iter().find(|f| &f.path == path) {
-            merge_journals(&dir, f, n)?;
+            let pieces: Vec<PathBuf> = (0..n)
+                .map(|i| layout::journal_path(&dir, &partial_name(f), Some((i, n))))
+                .collect();
+            merge_journals(&dir, f, &pieces)?;
         }
     }
     let mut summary = run_stages(run, origin, &target.whole(), Arc::clone(&snapshot)).await?;
@@ -102,8 +103,43 @@ pub async fn fetch_slice<O: Origin>(
     Ok(summary)
 }
 
+/// Where a pod of an Indexed Job starts, a static slice ([`fetch_slice`]) or a dynamic one
+/// ([`super::claims`]): its `(index, count)`, the shared directory as its target, the directory's
+/// slice lock held, and the commit every pod fetches.
+pub(super) struct Joined {
+    pub(super) slice: (u32, u32),
+    pub(super) target: DirTarget,
+    pub(super) dir: PathBuf,
+    pub(super) lock: crate::lock::DirLock,
+    pub(super) snapshot: Arc<Snapshot>,
+}
+
+/// Joins the Job in `dir` as pod `spec` (transferring with `opts`): checks the slice, takes its
+/// lock, and pins (or reads the pin of) the commit for `dynamic` or static slices.
+pub(super) async fn join<O: Origin>(
+    run: &Run<'_>,
+    origin: &O,
+    dir: PathBuf,
+    spec: SliceSpec,
+    opts: TransferOptions,
+    dynamic: bool,
+) -> Result<Joined> {
+    let (i, n) = check_spec(spec)?;
+    let target = DirTarget::new(dir, opts, origin.hf_metadata(), Some((i, n)))?;
+    let dir = target.dir().to_path_buf();
+    let lock = crate::lock::acquire(&dir, Some((i, n)))?;
+    let snapshot = pinned_snapshot(run, origin, &dir, n, dynamic).await?;
+    Ok(Joined {
+        slice: (i, n),
+        target,
+        dir,
+        lock,
+        snapshot,
+    })
+}
+
 /// `(index, count)` of an existing slice (a library caller may build any spec).
-pub(super) fn check_spec(spec: SliceSpec) -> Result<(u32, u32)> {
+fn check_spec(spec: SliceSpec) -> Result<(u32, u32)> {
     let (i, n) = (spec.index, spec.count);
     if n == 0 || i >= n {
         return Err(Error::Usage(format!(
@@ -190,15 +226,14 @@ async fn fetch_own<O: Origin>(
     ))
 }
 
-/// Folds every slice's ranges of a split file into the file's own journal, so the normal
-/// completion path sees it fully written and only hashes and publishes it.
-fn merge_journals(dir: &Path, f: &RemoteFile, n: u32) -> Result<()> {
-    let name = partial_name(f);
-    let main = layout::journal_path(dir, &name, None);
+/// Folds the ranges journaled apart for `f` in `pieces` (its slices' or its claims' journals)
+/// into the file's own journal, so the normal completion path sees it fully written and only
+/// hashes and publishes it.
+pub(super) fn merge_journals(dir: &Path, f: &RemoteFile, pieces: &[PathBuf]) -> Result<()> {
+    let main = layout::journal_path(dir, &partial_name(f), None);
     let (mut journal, have) = Journal::open(&main, f.size, &f.hash)?;
-    for i in 0..n {
-        let piece = layout::journal_path(dir, &name, Some((i, n)));
-        if let Some(ranges) = Journal::read(&piece, f.size, &f.hash) {
+    for piece in pieces {
+        if let Some(ranges) = Journal::read(piece, f.size, &f.hash) {
             let missing: Vec<(u64, u64)> = ranges
                 .iter()
                 .filter(|&(s, e)| !have.contains(s, e))
@@ -213,7 +248,7 @@ fn merge_journals(dir: &Path, f: &RemoteFile, n: u32) -> Result<()> {
 
 /// The commit all slices (or, `dynamic`, all pods claiming pieces) fetch: pinned by the first
 /// pod to get here.
-pub(super) async fn pinned_snapshot<O: Origin>(
+async fn pinned_snapshot<O: Origin>(
     run: &Run<'_>,
     origin: &O,
     dir: &Path,
