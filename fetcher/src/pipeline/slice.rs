@@ -20,6 +20,7 @@ use super::resolve::resolve;
 use super::stages::{run_stages, Run};
 use super::summary::Summary;
 use crate::error::{blocking, Error, Result};
+use crate::lock::DirLock;
 use crate::meter::Meter;
 use crate::origin::Origin;
 use crate::snapshot::{RemoteFile, Snapshot};
@@ -36,13 +37,9 @@ pub async fn fetch_slice<O: Origin>(
     dir: PathBuf,
     spec: SliceSpec,
 ) -> Result<Summary> {
-    let Joined {
-        slice: (i, n),
-        target,
-        dir,
-        lock: _lock,
-        snapshot,
-    } = join(run, origin, dir, spec, run.opts.transfer.clone(), false).await?;
+    let ((i, n), target, _lock, snapshot) =
+        join(run, origin, dir, spec, run.opts.transfer.clone(), false).await?;
+    let dir = target.dir().to_path_buf();
     let plan = plan_slices(
         &snapshot
             .files
@@ -103,19 +100,11 @@ pub async fn fetch_slice<O: Origin>(
     Ok(summary)
 }
 
-/// Where a pod of an Indexed Job starts, a static slice ([`fetch_slice`]) or a dynamic one
-/// ([`super::claims`]): its `(index, count)`, the shared directory as its target, the directory's
-/// slice lock held, and the commit every pod fetches.
-pub(super) struct Joined {
-    pub(super) slice: (u32, u32),
-    pub(super) target: DirTarget,
-    pub(super) dir: PathBuf,
-    pub(super) lock: crate::lock::DirLock,
-    pub(super) snapshot: Arc<Snapshot>,
-}
-
-/// Joins the Job in `dir` as pod `spec` (transferring with `opts`): checks the slice, takes its
-/// lock, and pins (or reads the pin of) the commit for `dynamic` or static slices.
+/// Joins the Job in `dir` as pod `spec`, a static slice ([`fetch_slice`]) or a dynamic one
+/// ([`super::claims`]), transferring with `opts`: checks the slice, takes the directory's slice
+/// lock and pins (or reads the pin of) the commit every pod fetches. Returns the slice's
+/// `(index, count)`, the shared directory as its target, the lock (held while it lives) and the
+/// pinned snapshot.
 pub(super) async fn join<O: Origin>(
     run: &Run<'_>,
     origin: &O,
@@ -123,19 +112,12 @@ pub(super) async fn join<O: Origin>(
     spec: SliceSpec,
     opts: TransferOptions,
     dynamic: bool,
-) -> Result<Joined> {
+) -> Result<((u32, u32), DirTarget, DirLock, Arc<Snapshot>)> {
     let (i, n) = check_spec(spec)?;
     let target = DirTarget::new(dir, opts, origin.hf_metadata(), Some((i, n)))?;
-    let dir = target.dir().to_path_buf();
-    let lock = crate::lock::acquire(&dir, Some((i, n)))?;
-    let snapshot = pinned_snapshot(run, origin, &dir, n, dynamic).await?;
-    Ok(Joined {
-        slice: (i, n),
-        target,
-        dir,
-        lock,
-        snapshot,
-    })
+    let lock = crate::lock::acquire(target.dir(), Some((i, n)))?;
+    let snapshot = pinned_snapshot(run, origin, target.dir(), n, dynamic).await?;
+    Ok(((i, n), target, lock, snapshot))
 }
 
 /// `(index, count)` of an existing slice (a library caller may build any spec).
@@ -330,7 +312,7 @@ fn check_pin<O: Origin>(
     Ok(())
 }
 
-pub(super) async fn finalize_lock(dir: &Path) -> Result<crate::lock::DirLock> {
+pub(super) async fn finalize_lock(dir: &Path) -> Result<DirLock> {
     let dir = dir.to_path_buf();
     blocking("lock task", move || crate::lock::acquire_finalize(&dir)).await?
 }

@@ -24,7 +24,7 @@ use ferry_sharder::layout;
 use ferry_sharder::slices::SliceSpec;
 
 use super::report::{reporting, Beat};
-use super::slice::{finalize_lock, join, merge_journals, Joined};
+use super::slice::{finalize_lock, join, merge_journals};
 use super::stages::{run_stages, Run};
 use super::summary::Summary;
 use crate::error::{Error, Result};
@@ -83,13 +83,9 @@ pub async fn fetch_claims<O: Origin>(
     spec: SliceSpec,
 ) -> Result<Summary> {
     let opts = lane_options(&run.opts.transfer);
-    let Joined {
-        slice: (i, n),
-        target,
-        dir,
-        lock: _lock,
-        snapshot,
-    } = join(run, origin, dir, spec, opts.clone(), true).await?;
+    let ((i, n), target, _lock, snapshot) =
+        join(run, origin, dir, spec, opts.clone(), true).await?;
+    let dir = target.dir().to_path_buf();
     for d in [layout::claims_done_dir(&dir), layout::claims_pods_dir(&dir)] {
         std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
     }
