@@ -3,9 +3,10 @@
 //!
 //! It is fed from the fetcher's events like the progress display (the fetcher neither draws nor
 //! serves): [`Exporter`] is a [`Reporter`] that updates the series and passes each event on to
-//! the display at the display's own pace. The series are encoded by `prometheus-client` and
-//! served by axum, as the sidecar's `/metrics` is. Every series carries the repo and, for an
-//! Indexed-Job slice, `slice` (its index) and `slices` (the count) as labels.
+//! the display at the display's own pace. The series are declared and encoded as the sidecar's
+//! `/metrics` are ([`ferry_sidecar::openmetrics`], on `prometheus-client`) and served by axum.
+//! Every series carries the repo and, for an Indexed-Job slice, `slice` (its index) and
+//! `slices` (the count) as labels.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -17,6 +18,7 @@ use axum::http::header;
 use axum::routing::get;
 use ferry_fetcher::events::{Event, Reporter, Stats};
 use ferry_sharder::slices::SliceSpec;
+use ferry_sidecar::openmetrics::{self, series, CONTENT_TYPE};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -24,9 +26,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::rate::{self, Window};
-
-/// What Prometheus is told it scrapes.
-const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// How often the series are refreshed from the fetch's counters.
 const REFRESH: Duration = Duration::from_secs(1);
@@ -80,92 +79,81 @@ struct Series {
 
 impl Series {
     fn register(r: &mut Registry) -> Series {
-        let s = Series {
-            bytes_done: Family::default(),
-            bytes_total: Family::default(),
-            downloaded: Family::default(),
-            files_done: Family::default(),
-            files_total: Family::default(),
-            rate: Family::default(),
-            average_rate: Family::default(),
-            eta: Family::default(),
-            elapsed: Family::default(),
-            connections: Family::default(),
-            retries: Family::default(),
-            throttled: Family::default(),
-            transferring: Family::default(),
-        };
-        r.register_with_unit(
-            "ferry_fetch_done",
-            "Bytes in place: reused from the target plus downloaded in this run",
-            Unit::Bytes,
-            s.bytes_done.clone(),
-        );
-        r.register_with_unit(
-            "ferry_fetch_size",
-            "Bytes of the selected files (of this slice, for a slice)",
-            Unit::Bytes,
-            s.bytes_total.clone(),
-        );
-        r.register_with_unit(
-            "ferry_fetch_downloaded",
-            "Bytes received over the network in this run, re-sent ranges included",
-            Unit::Bytes,
-            s.downloaded.clone(),
-        );
-        r.register(
-            "ferry_fetch_files_done",
-            "Files in place and verified",
-            s.files_done.clone(),
-        );
-        r.register(
-            "ferry_fetch_files",
-            "Files selected (of this slice, for a slice)",
-            s.files_total.clone(),
-        );
-        r.register(
-            "ferry_fetch_bytes_per_second",
-            "Download rate over the last 10 seconds",
-            s.rate.clone(),
-        );
-        r.register(
-            "ferry_fetch_average_bytes_per_second",
-            "Download rate averaged since the transfer started",
-            s.average_rate.clone(),
-        );
-        r.register_with_unit(
-            "ferry_fetch_eta",
-            "Time left at the last 10 seconds' rate (NaN while nothing moves)",
-            Unit::Seconds,
-            s.eta.clone(),
-        );
-        r.register_with_unit(
-            "ferry_fetch_elapsed",
-            "Time since the transfer started",
-            Unit::Seconds,
-            s.elapsed.clone(),
-        );
-        r.register(
-            "ferry_fetch_connections",
-            "Range requests in flight, one connection each",
-            s.connections.clone(),
-        );
-        r.register(
-            "ferry_fetch_retries",
-            "Range requests retried (network errors, stalls, server errors, throttling)",
-            s.retries.clone(),
-        );
-        r.register(
-            "ferry_fetch_throttled",
-            "Throttle answers from the server, by cause (429 Too Many Requests, 503 Service Unavailable)",
-            s.throttled.clone(),
-        );
-        r.register(
-            "ferry_fetch_transferring",
-            "1 while the transfer stage runs, 0 before it starts and after it ends",
-            s.transferring.clone(),
-        );
-        s
+        Series {
+            bytes_done: series(
+                r,
+                "ferry_fetch_done",
+                "Bytes in place: reused from the target plus downloaded in this run",
+                Some(Unit::Bytes),
+            ),
+            bytes_total: series(
+                r,
+                "ferry_fetch_size",
+                "Bytes of the selected files (of this slice, for a slice)",
+                Some(Unit::Bytes),
+            ),
+            downloaded: series(
+                r,
+                "ferry_fetch_downloaded",
+                "Bytes received over the network in this run, re-sent ranges included",
+                Some(Unit::Bytes),
+            ),
+            files_done: series(r, "ferry_fetch_files_done", "Files in place and verified", None),
+            files_total: series(
+                r,
+                "ferry_fetch_files",
+                "Files selected (of this slice, for a slice)",
+                None,
+            ),
+            rate: series(
+                r,
+                "ferry_fetch_bytes_per_second",
+                "Download rate over the last 10 seconds",
+                None,
+            ),
+            average_rate: series(
+                r,
+                "ferry_fetch_average_bytes_per_second",
+                "Download rate averaged since the transfer started",
+                None,
+            ),
+            eta: series(
+                r,
+                "ferry_fetch_eta",
+                "Time left at the last 10 seconds' rate (NaN while nothing moves)",
+                Some(Unit::Seconds),
+            ),
+            elapsed: series(
+                r,
+                "ferry_fetch_elapsed",
+                "Time since the transfer started",
+                Some(Unit::Seconds),
+            ),
+            connections: series(
+                r,
+                "ferry_fetch_connections",
+                "Range requests in flight, one connection each",
+                None,
+            ),
+            retries: series(
+                r,
+                "ferry_fetch_retries",
+                "Range requests retried (network errors, stalls, server errors, throttling)",
+                None,
+            ),
+            throttled: series(
+                r,
+                "ferry_fetch_throttled",
+                "Throttle answers from the server, by cause (429 Too Many Requests, 503 Service Unavailable)",
+                None,
+            ),
+            transferring: series(
+                r,
+                "ferry_fetch_transferring",
+                "1 while the transfer stage runs, 0 before it starts and after it ends",
+                None,
+            ),
+        }
     }
 }
 
@@ -278,10 +266,7 @@ impl Exporter {
 
     /// The OpenMetrics text of the series now.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        openmetrics::encode(&self.registry)
     }
 
     /// Whether the display wants this progress event (it may want them less often than the

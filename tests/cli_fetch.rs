@@ -22,6 +22,14 @@ fn small_hub() -> Hub {
     )
 }
 
+/// `ferry fetch ARGS --to TO` against `hub`, which must succeed.
+#[track_caller]
+fn fetch_ok(hub: &Hub, args: &[&str], to: impl AsRef<std::ffi::OsStr>) -> std::process::Output {
+    let out = run(hub.ferry().arg("fetch").args(args).arg("--to").arg(to));
+    assert!(out.status.success(), "{}", text(&out));
+    out
+}
+
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = model_files(dir)
         .iter()
@@ -68,19 +76,11 @@ fn local_dir_and_max_workers_are_aliases_of_to_and_jobs() {
 fn file_names_after_the_repo_fetch_only_those_and_add_to_include() {
     let hub = small_hub();
     let dir = tempfile::tempdir().unwrap();
-    let out = run(hub
-        .ferry()
-        .args(["fetch", REPO, "config.json", "tokenizer.json", "--to"])
-        .arg(dir.path()));
-    assert!(out.status.success(), "{}", text(&out));
+    fetch_ok(&hub, &[REPO, "config.json", "tokenizer.json"], dir.path());
     assert_eq!(names(dir.path()), ["config.json", "tokenizer.json"]);
     // One file: "1 file", never "1 files".
     let dir1 = tempfile::tempdir().unwrap();
-    let out = run(hub
-        .ferry()
-        .args(["fetch", REPO, "config.json", "--to"])
-        .arg(dir1.path()));
-    assert!(out.status.success(), "{}", text(&out));
+    let out = fetch_ok(&hub, &[REPO, "config.json"], dir1.path());
     let err = stderr(&out);
     assert!(
         err.contains("fetched 1 file (") && !err.contains("1 files"),
@@ -89,18 +89,11 @@ fn file_names_after_the_repo_fetch_only_those_and_add_to_include() {
 
     // Names and --include together: the union.
     let dir = tempfile::tempdir().unwrap();
-    let out = run(hub
-        .ferry()
-        .args([
-            "fetch",
-            REPO,
-            "config.json",
-            "--include",
-            "model-00001-*",
-            "--to",
-        ])
-        .arg(dir.path()));
-    assert!(out.status.success(), "{}", text(&out));
+    fetch_ok(
+        &hub,
+        &[REPO, "config.json", "--include", "model-00001-*"],
+        dir.path(),
+    );
     let got = names(dir.path());
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(got[0] == "config.json" && got[1].starts_with("model-00001-"));
@@ -110,11 +103,7 @@ fn file_names_after_the_repo_fetch_only_those_and_add_to_include() {
 fn org_name_at_rev_is_accepted_and_a_second_revision_is_a_usage_error() {
     let hub = small_hub();
     let dir = tempfile::tempdir().unwrap();
-    let out = run(hub
-        .ferry()
-        .args(["fetch", &format!("{REPO}@main"), "--json", "--to"])
-        .arg(dir.path()));
-    assert!(out.status.success(), "{}", text(&out));
+    let out = fetch_ok(&hub, &[&format!("{REPO}@main"), "--json"], dir.path());
     assert_eq!(summary(&out)["revision"], "main");
 
     let out = run(hub
@@ -147,19 +136,11 @@ fn source_is_the_flag_everywhere_and_hub_a_hidden_alias() {
     // The old name still parses (here into a dry run against the ModelScope protocol).
     let hub = small_hub();
     let dir = tempfile::tempdir().unwrap();
-    let out = run(hub
-        .ferry()
-        .args([
-            "fetch",
-            REPO,
-            "--hub",
-            "modelscope",
-            "--dry-run",
-            "--json",
-            "--to",
-        ])
-        .arg(dir.path().join("m")));
-    assert!(out.status.success(), "{}", text(&out));
+    let out = fetch_ok(
+        &hub,
+        &[REPO, "--hub", "modelscope", "--dry-run", "--json"],
+        dir.path().join("m"),
+    );
     assert_eq!(json_lines(&out)[0]["source"], "modelscope");
 }
 
@@ -168,11 +149,7 @@ fn dry_run_tells_what_would_move_and_the_space_and_writes_nothing() {
     let hub = small_hub();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("r1");
-    let out = run(hub
-        .ferry()
-        .args(["fetch", REPO, "--dry-run", "--to"])
-        .arg(&dir));
-    assert!(out.status.success(), "{}", text(&out));
+    let out = fetch_ok(&hub, &[REPO, "--dry-run"], &dir);
     assert!(!dir.exists(), "--dry-run created {}", dir.display());
     let t = stdout(&out);
     assert!(
@@ -182,14 +159,9 @@ fn dry_run_tells_what_would_move_and_the_space_and_writes_nothing() {
     assert_eq!(hub.stats().bytes_sent, 0, "a dry run downloads no file");
 
     // After a fetch: everything is reused, nothing needed.
-    let out = run(hub.ferry().args(["fetch", REPO, "--to"]).arg(&dir));
-    assert!(out.status.success(), "{}", text(&out));
+    fetch_ok(&hub, &[REPO], &dir);
     std::fs::remove_file(dir.join("config.json")).unwrap();
-    let out = run(hub
-        .ferry()
-        .args(["fetch", REPO, "--dry-run", "--json", "--to"])
-        .arg(&dir));
-    assert!(out.status.success(), "{}", text(&out));
+    let out = fetch_ok(&hub, &[REPO, "--dry-run", "--json"], &dir);
     let v = &json_lines(&out)[0];
     assert_eq!(v["event"], "dry_run");
     let files = v["files"].as_array().unwrap();
@@ -282,11 +254,7 @@ fn json_lines_carry_schema_time_and_eta_and_errors_are_lines_too() {
     // Slow enough for a few progress lines (one a second).
     hub.faults_json(json!({"bandwidth_total_bps": MIB}));
     let dir = tempfile::tempdir().unwrap();
-    let out = run(hub
-        .ferry()
-        .args(["fetch", REPO, "--json", "--to"])
-        .arg(dir.path()));
-    assert!(out.status.success(), "{}", text(&out));
+    let out = fetch_ok(&hub, &[REPO, "--json"], dir.path());
     let lines = json_lines(&out);
     for l in &lines {
         assert_eq!(l["schema"], 1, "{l}");
@@ -396,8 +364,7 @@ fn a_closed_pipe_ends_quietly_without_a_panic() {
 fn a_clean_finish_leaves_no_stale_lock_and_sizes_are_decimal() {
     let hub = small_hub();
     let dir = tempfile::tempdir().unwrap();
-    let out = run(hub.ferry().args(["fetch", REPO, "--to"]).arg(dir.path()));
-    assert!(out.status.success(), "{}", text(&out));
+    fetch_ok(&hub, &[REPO], dir.path());
     let out = run(ferry().arg("status").arg(dir.path()));
     let t = stdout(&out);
     assert!(out.status.success(), "{t}");
@@ -451,11 +418,7 @@ fn a_partial_include_gives_one_summary_line_not_a_warning_per_shard() {
 fn a_sliced_directory_shows_names_and_totals() {
     let hub = small_hub();
     let dir = tempfile::tempdir().unwrap();
-    let out = run(hub
-        .ferry()
-        .args(["fetch", REPO, "--slice", "0/2", "--to"])
-        .arg(dir.path()));
-    assert!(out.status.success(), "{}", text(&out));
+    fetch_ok(&hub, &[REPO, "--slice", "0/2"], dir.path());
     let out = run(ferry().arg("status").arg(dir.path()));
     let t = stdout(&out);
     assert!(out.status.success(), "{t}");

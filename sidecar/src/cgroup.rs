@@ -227,34 +227,37 @@ mod tests {
         fs::write(p, content).unwrap();
     }
 
+    /// A fake `/` under `root`: each file at its path (relative to `/`) with its content.
+    fn tree(root: &Path, files: &[(&str, &str)]) {
+        for (rel, content) in files {
+            write(root, rel, content);
+        }
+    }
+
     #[test]
     fn v2_takes_the_smallest_limit_up_the_tree() {
         let t = tempfile::tempdir().unwrap();
         let r = t.path();
-        write(r, "proc/self/cgroup", "0::/kubepods/pod1/ctr\n");
-        write(
+        let ctr = "sys/fs/cgroup/kubepods/pod1/ctr";
+        tree(
             r,
-            "proc/self/mountinfo",
-            "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n",
+            &[
+                ("proc/self/cgroup", "0::/kubepods/pod1/ctr\n"),
+                (
+                    "proc/self/mountinfo",
+                    "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n",
+                ),
+                (
+                    "proc/meminfo",
+                    "MemTotal: 100 kB\nMemAvailable:    2048 kB\n",
+                ),
+                (&format!("{ctr}/memory.max"), "max\n"),
+                (&format!("{ctr}/memory.current"), "5000\n"),
+                (&format!("{ctr}/memory.stat"), "anon 1000\nfile 3000\n"),
+                ("sys/fs/cgroup/kubepods/pod1/memory.max", "8000\n"),
+                ("sys/fs/cgroup/kubepods/memory.max", "9000\n"),
+            ],
         );
-        write(
-            r,
-            "proc/meminfo",
-            "MemTotal: 100 kB\nMemAvailable:    2048 kB\n",
-        );
-        write(r, "sys/fs/cgroup/kubepods/pod1/ctr/memory.max", "max\n");
-        write(
-            r,
-            "sys/fs/cgroup/kubepods/pod1/ctr/memory.current",
-            "5000\n",
-        );
-        write(
-            r,
-            "sys/fs/cgroup/kubepods/pod1/ctr/memory.stat",
-            "anon 1000\nfile 3000\n",
-        );
-        write(r, "sys/fs/cgroup/kubepods/pod1/memory.max", "8000\n");
-        write(r, "sys/fs/cgroup/kubepods/memory.max", "9000\n");
         let b = MemoryBudget::detect_at(r);
         assert_eq!(b.cgroup_limit, Some(8000));
         assert!(b
@@ -269,32 +272,29 @@ mod tests {
     fn v1_inside_a_namespaced_mount_and_no_limit() {
         let t = tempfile::tempdir().unwrap();
         let r = t.path();
-        write(
+        let mem = "sys/fs/cgroup/memory";
+        tree(
             r,
-            "proc/self/cgroup",
-            "5:cpu,cpuacct:/x\n4:memory:/kubepods/pod2/ctr\n0::/\n",
-        );
-        write(
-            r,
-            "proc/self/mountinfo",
-            "35 31 0:32 /kubepods/pod2/ctr /sys/fs/cgroup/memory ro - cgroup cgroup rw,memory\n",
-        );
-        write(r, "sys/fs/cgroup/memory/memory.limit_in_bytes", "4096\n");
-        write(r, "sys/fs/cgroup/memory/memory.usage_in_bytes", "3000\n");
-        write(
-            r,
-            "sys/fs/cgroup/memory/memory.stat",
-            "cache 1000\ntotal_cache 2500\n",
+            &[
+                (
+                    "proc/self/cgroup",
+                    "5:cpu,cpuacct:/x\n4:memory:/kubepods/pod2/ctr\n0::/\n",
+                ),
+                (
+                    "proc/self/mountinfo",
+                    "35 31 0:32 /kubepods/pod2/ctr /sys/fs/cgroup/memory ro - cgroup cgroup rw,memory\n",
+                ),
+                (&format!("{mem}/memory.limit_in_bytes"), "4096\n"),
+                (&format!("{mem}/memory.usage_in_bytes"), "3000\n"),
+                (&format!("{mem}/memory.stat"), "cache 1000\ntotal_cache 2500\n"),
+            ],
         );
         let b = MemoryBudget::detect_at(r);
         assert_eq!(b.cgroup_limit, Some(4096));
         assert_eq!(b.cgroup_non_cache, Some(500));
 
-        write(
-            r,
-            "sys/fs/cgroup/memory/memory.limit_in_bytes",
-            "9223372036854771712\n",
-        );
+        let unlimited = "9223372036854771712\n";
+        write(r, &format!("{mem}/memory.limit_in_bytes"), unlimited);
         assert_eq!(MemoryBudget::detect_at(r).cgroup_limit, None);
     }
 

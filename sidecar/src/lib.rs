@@ -12,7 +12,8 @@
 //! - [`residency`]: `mincore` measurement and `fadvise` eviction.
 //! - [`cgroup`]: the container's memory limit and the node's available memory.
 //! - [`doctor`]: will the model run on these GPUs with this engine (`ferry doctor`, `--preflight`).
-//! - [`server`], [`metrics`]: the HTTP endpoints and the Prometheus series.
+//! - [`server`], [`metrics`]: the HTTP endpoints and the Prometheus series; [`openmetrics`] what
+//!   the sidecar's and `ferry fetch`'s exporters share (declaring a series, encoding it).
 //! - [`service`]: init mode and serve mode, with graceful shutdown.
 
 pub mod cgroup;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod gate;
 pub mod metrics;
 pub mod model_check;
+pub mod openmetrics;
 pub mod readers;
 pub mod recheck;
 pub mod residency;

@@ -16,6 +16,7 @@ pub mod ollama;
 pub mod ollama_name;
 pub mod s3;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -98,6 +99,27 @@ pub trait Ranges: Send + Sync {
     fn http(&self) -> &Http;
     fn file_url(&self, file: &RemoteFile) -> Url;
     fn refusal(&self, r: &Refused<'_>) -> Error;
+}
+
+/// Each file's own URL, for origins that get one per file rather than by a path rule (presigned
+/// S3 GETs, registry blobs by digest), and the URL a path not among them is sent to.
+pub struct FileUrls {
+    by_path: HashMap<String, Url>,
+    fallback: Url,
+}
+
+impl FileUrls {
+    pub fn new(by_path: HashMap<String, Url>, fallback: Url) -> FileUrls {
+        FileUrls { by_path, fallback }
+    }
+
+    /// The URL of `file`'s bytes ([`Ranges::file_url`]).
+    pub fn get(&self, file: &RemoteFile) -> Url {
+        self.by_path
+            .get(&file.path)
+            .cloned()
+            .unwrap_or_else(|| self.fallback.clone())
+    }
 }
 
 /// A non-success answer, with what is needed to explain it.

@@ -28,7 +28,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use url::Url;
 
-use super::{Origin, Ranges, Refused};
+use super::{FileUrls, Origin, Ranges, Refused};
 use crate::error::{Error, Result};
 use crate::http::{display_url, Http};
 use crate::snapshot::{RemoteFile, Snapshot};
@@ -334,11 +334,12 @@ impl Origin for OllamaOrigin {
             .iter()
             .map(|(path, digest)| (path.clone(), self.url(&format!("blobs/{digest}"))))
             .collect();
+        let manifest_url = self.url(&format!("manifests/{}", self.name.tag));
         Ok(Arc::new(OllamaRanges {
             http: self.http.clone(),
             name: self.name.to_string(),
-            manifest_url: self.url(&format!("manifests/{}", self.name.tag)),
-            urls,
+            urls: FileUrls::new(urls, manifest_url.clone()),
+            manifest_url,
         }))
     }
 }
@@ -349,7 +350,7 @@ struct OllamaRanges {
     http: Http,
     name: String,
     manifest_url: Url,
-    urls: HashMap<String, Url>,
+    urls: FileUrls,
 }
 
 impl Ranges for OllamaRanges {
@@ -359,10 +360,7 @@ impl Ranges for OllamaRanges {
 
     fn file_url(&self, file: &RemoteFile) -> Url {
         // Only blobs are transferred; the manifest file is written from the bytes resolved.
-        self.urls
-            .get(&file.path)
-            .cloned()
-            .unwrap_or_else(|| self.manifest_url.clone())
+        self.urls.get(file)
     }
 
     fn refusal(&self, r: &Refused<'_>) -> Error {

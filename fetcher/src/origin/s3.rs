@@ -24,7 +24,7 @@ use ferry_sharder::{FileHash, Manifest};
 use futures_util::{StreamExt, TryStreamExt};
 use url::Url;
 
-use super::{Origin, Ranges, Refused};
+use super::{FileUrls, Origin, Ranges, Refused};
 use crate::error::{Error, Result};
 use crate::http::{display_url, Http};
 use crate::s3::{S3Url, MANIFEST, S3, STATE_DIR};
@@ -318,8 +318,7 @@ fn etag_is_md5(etag: &str) -> bool {
 struct S3Ranges {
     url: S3Url,
     http: Http,
-    urls: HashMap<String, Url>,
-    fallback: Url,
+    urls: FileUrls,
 }
 
 impl Ranges for S3Ranges {
@@ -328,10 +327,7 @@ impl Ranges for S3Ranges {
     }
 
     fn file_url(&self, file: &RemoteFile) -> Url {
-        self.urls
-            .get(&file.path)
-            .cloned()
-            .unwrap_or_else(|| self.fallback.clone())
+        self.urls.get(file)
     }
 
     fn refusal(&self, r: &Refused<'_>) -> Error {
@@ -370,8 +366,7 @@ async fn presign(s3: &S3, url: &S3Url, snapshot: &Snapshot) -> Result<S3Ranges> 
     Ok(S3Ranges {
         url: url.clone(),
         http,
-        urls,
-        fallback,
+        urls: FileUrls::new(urls, fallback),
     })
 }
 

@@ -20,12 +20,14 @@ use super::resolve::resolve;
 use super::stages::{run_stages, Run};
 use super::summary::Summary;
 use crate::error::{blocking, Error, Result};
+use crate::lock::DirLock;
 use crate::meter::Meter;
 use crate::origin::Origin;
 use crate::snapshot::{RemoteFile, Snapshot};
 use crate::target::dir::{partial_name, DirTarget};
 use crate::target::Target;
 use crate::transfer::journal::Journal;
+use crate::transfer::TransferOptions;
 
 /// Fetches slice `spec` of `origin` into the shared directory `dir`; the last slice done
 /// finalizes the directory.
@@ -35,16 +37,9 @@ pub async fn fetch_slice<O: Origin>(
     dir: PathBuf,
     spec: SliceSpec,
 ) -> Result<Summary> {
-    let (i, n) = check_spec(spec)?;
-    let target = DirTarget::new(
-        dir,
-        run.opts.transfer.clone(),
-        origin.hf_metadata(),
-        Some((i, n)),
-    )?;
+    let ((i, n), target, _lock, snapshot) =
+        join(run, origin, dir, spec, run.opts.transfer.clone(), false).await?;
     let dir = target.dir().to_path_buf();
-    let _lock = crate::lock::acquire(&dir, Some((i, n)))?;
-    let snapshot = pinned_snapshot(run, origin, &dir, n, false).await?;
     let plan = plan_slices(
         &snapshot
             .files
@@ -91,7 +86,10 @@ pub async fn fetch_slice<O: Origin>(
     let _finalize = finalize_lock(&dir).await?;
     for path in &split {
         if let Some(f) = snapshot.files.iter().find(|f| &f.path == path) {
-            merge_journals(&dir, f, n)?;
+            let pieces: Vec<PathBuf> = (0..n)
+                .map(|i| layout::journal_path(&dir, &partial_name(f), Some((i, n))))
+                .collect();
+            merge_journals(&dir, f, &pieces)?;
         }
     }
     let mut summary = run_stages(run, origin, &target.whole(), Arc::clone(&snapshot)).await?;
@@ -102,8 +100,28 @@ pub async fn fetch_slice<O: Origin>(
     Ok(summary)
 }
 
+/// Joins the Job in `dir` as pod `spec`, a static slice ([`fetch_slice`]) or a dynamic one
+/// ([`super::claims`]), transferring with `opts`: checks the slice, takes the directory's slice
+/// lock and pins (or reads the pin of) the commit every pod fetches. Returns the slice's
+/// `(index, count)`, the shared directory as its target, the lock (held while it lives) and the
+/// pinned snapshot.
+pub(super) async fn join<O: Origin>(
+    run: &Run<'_>,
+    origin: &O,
+    dir: PathBuf,
+    spec: SliceSpec,
+    opts: TransferOptions,
+    dynamic: bool,
+) -> Result<((u32, u32), DirTarget, DirLock, Arc<Snapshot>)> {
+    let (i, n) = check_spec(spec)?;
+    let target = DirTarget::new(dir, opts, origin.hf_metadata(), Some((i, n)))?;
+    let lock = crate::lock::acquire(target.dir(), Some((i, n)))?;
+    let snapshot = pinned_snapshot(run, origin, target.dir(), n, dynamic).await?;
+    Ok(((i, n), target, lock, snapshot))
+}
+
 /// `(index, count)` of an existing slice (a library caller may build any spec).
-pub(super) fn check_spec(spec: SliceSpec) -> Result<(u32, u32)> {
+fn check_spec(spec: SliceSpec) -> Result<(u32, u32)> {
     let (i, n) = (spec.index, spec.count);
     if n == 0 || i >= n {
         return Err(Error::Usage(format!(
@@ -190,15 +208,14 @@ async fn fetch_own<O: Origin>(
     ))
 }
 
-/// Folds every slice's ranges of a split file into the file's own journal, so the normal
-/// completion path sees it fully written and only hashes and publishes it.
-fn merge_journals(dir: &Path, f: &RemoteFile, n: u32) -> Result<()> {
-    let name = partial_name(f);
-    let main = layout::journal_path(dir, &name, None);
+/// Folds the ranges journaled apart for `f` in `pieces` (its slices' or its claims' journals)
+/// into the file's own journal, so the normal completion path sees it fully written and only
+/// hashes and publishes it.
+pub(super) fn merge_journals(dir: &Path, f: &RemoteFile, pieces: &[PathBuf]) -> Result<()> {
+    let main = layout::journal_path(dir, &partial_name(f), None);
     let (mut journal, have) = Journal::open(&main, f.size, &f.hash)?;
-    for i in 0..n {
-        let piece = layout::journal_path(dir, &name, Some((i, n)));
-        if let Some(ranges) = Journal::read(&piece, f.size, &f.hash) {
+    for piece in pieces {
+        if let Some(ranges) = Journal::read(piece, f.size, &f.hash) {
             let missing: Vec<(u64, u64)> = ranges
                 .iter()
                 .filter(|&(s, e)| !have.contains(s, e))
@@ -213,7 +230,7 @@ fn merge_journals(dir: &Path, f: &RemoteFile, n: u32) -> Result<()> {
 
 /// The commit all slices (or, `dynamic`, all pods claiming pieces) fetch: pinned by the first
 /// pod to get here.
-pub(super) async fn pinned_snapshot<O: Origin>(
+async fn pinned_snapshot<O: Origin>(
     run: &Run<'_>,
     origin: &O,
     dir: &Path,
@@ -295,7 +312,7 @@ fn check_pin<O: Origin>(
     Ok(())
 }
 
-pub(super) async fn finalize_lock(dir: &Path) -> Result<crate::lock::DirLock> {
+pub(super) async fn finalize_lock(dir: &Path) -> Result<DirLock> {
     let dir = dir.to_path_buf();
     blocking("lock task", move || crate::lock::acquire_finalize(&dir)).await?
 }

@@ -194,17 +194,9 @@ impl DirTarget {
         (start, end): (u64, u64),
         meter: &Meter,
     ) -> Result<Arc<FileJob>> {
-        let name = partial_name(f);
-        let (job, _) = FileJob::open(
-            f.clone(),
-            ranges.file_url(f),
-            layout::partial_path(&self.dir, &name),
-            layout::claim_journal_path(&self.dir, &name, start),
-            self.opts.chunk_size,
-            Some((start, end - start)),
-        )?;
-        meter.add_reused((end - start).saturating_sub(job.pending_bytes()));
-        Ok(Arc::new(job))
+        let journal = layout::claim_journal_path(&self.dir, &partial_name(f), start);
+        let piece = Some((start, end - start));
+        open_journaled(&self.dir, &self.opts, ranges, f, piece, journal, meter)
     }
 
     /// Checks free space, then runs the transfer scheduler over `jobs`.
@@ -231,12 +223,26 @@ pub fn open_job_in(
     journal_slice: Option<(u32, u32)>,
     meter: &Meter,
 ) -> Result<Arc<FileJob>> {
-    let name = partial_name(f);
+    let journal = layout::journal_path(state_root, &partial_name(f), journal_slice);
+    open_journaled(state_root, opts, ranges, f, piece, journal, meter)
+}
+
+/// Opens the partial file of `f` under `state_root`'s `.ferry/` for `piece` of it (or all of
+/// it), journaled in `journal`; what that journal already records counts as reused.
+fn open_journaled(
+    state_root: &Path,
+    opts: &TransferOptions,
+    ranges: &dyn Ranges,
+    f: &RemoteFile,
+    piece: Option<(u64, u64)>,
+    journal: PathBuf,
+    meter: &Meter,
+) -> Result<Arc<FileJob>> {
     let (job, _) = FileJob::open(
         f.clone(),
         ranges.file_url(f),
-        layout::partial_path(state_root, &name),
-        layout::journal_path(state_root, &name, journal_slice),
+        layout::partial_path(state_root, &partial_name(f)),
+        journal,
         opts.chunk_size,
         piece,
     )?;

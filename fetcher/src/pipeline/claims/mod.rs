@@ -24,7 +24,7 @@ use ferry_sharder::layout;
 use ferry_sharder::slices::SliceSpec;
 
 use super::report::{reporting, Beat};
-use super::slice::{check_spec, finalize_lock, pinned_snapshot};
+use super::slice::{finalize_lock, join, merge_journals};
 use super::stages::{run_stages, Run};
 use super::summary::Summary;
 use crate::error::{Error, Result};
@@ -34,7 +34,6 @@ use crate::snapshot::{RemoteFile, Snapshot};
 use crate::target::dir::{partial_name, DirTarget};
 use crate::target::Target;
 use crate::transfer::job::FileJob;
-use crate::transfer::journal::Journal;
 use crate::transfer::TransferOptions;
 use board::{Board, BoardFile, Work};
 
@@ -83,15 +82,13 @@ pub async fn fetch_claims<O: Origin>(
     dir: PathBuf,
     spec: SliceSpec,
 ) -> Result<Summary> {
-    let (i, n) = check_spec(spec)?;
     let opts = lane_options(&run.opts.transfer);
-    let target = DirTarget::new(dir, opts.clone(), origin.hf_metadata(), Some((i, n)))?;
+    let ((i, n), target, _lock, snapshot) =
+        join(run, origin, dir, spec, opts.clone(), true).await?;
     let dir = target.dir().to_path_buf();
     for d in [layout::claims_done_dir(&dir), layout::claims_pods_dir(&dir)] {
         std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
     }
-    let _lock = crate::lock::acquire(&dir, Some((i, n)))?;
-    let snapshot = pinned_snapshot(run, origin, &dir, n, true).await?;
     if target.is_complete(&snapshot, origin.id()).await? {
         return Ok(Summary::complete(&snapshot, origin.id(), &dir));
     }
@@ -433,31 +430,18 @@ impl<O: Origin> Pod<'_, O> {
 
 /// Folds every claim journal of `f` into its own journal; returns the claim journals.
 fn merge_claim_journals(dir: &std::path::Path, f: &RemoteFile) -> Result<Vec<PathBuf>> {
-    let name = partial_name(f);
-    let main = layout::journal_path(dir, &name, None);
-    let (mut journal, have) = Journal::open(&main, f.size, &f.hash)?;
     let jdir = layout::journal_dir(dir);
-    let prefix = format!("{name}.claim-");
-    let mut found = Vec::new();
+    let prefix = format!("{}.claim-", partial_name(f));
     let entries = std::fs::read_dir(&jdir).map_err(|e| Error::io(&jdir, e))?;
-    for e in entries.flatten() {
-        let is_claim = e
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".log"));
-        if !is_claim {
-            continue;
-        }
-        if let Some(ranges) = Journal::read(&e.path(), f.size, &f.hash) {
-            let missing: Vec<(u64, u64)> = ranges
-                .iter()
-                .filter(|&(s, e)| !have.contains(s, e))
-                .collect();
-            if !missing.is_empty() {
-                journal.record_all(&missing)?;
-            }
-        }
-        found.push(e.path());
-    }
+    let found: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".log"))
+        })
+        .map(|e| e.path())
+        .collect();
+    merge_journals(dir, f, &found)?;
     Ok(found)
 }
