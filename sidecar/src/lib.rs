@@ -8,7 +8,8 @@
 //!   [`model_check`] the check and the words for what the directory holds; [`recheck`] re-checks
 //!   an open gate in serve mode.
 //! - [`share`]: which bytes this node warms (all, a plan file's node, or a plan it computes).
-//! - [`warm`]: parallel sequential reads into the page cache, residency before and after.
+//! - [`warm`]: parallel sequential reads into the page cache, residency before and after;
+//!   [`readers`] how many readers, from the storage.
 //! - [`residency`]: `mincore` measurement and `fadvise` eviction.
 //! - [`cgroup`]: the container's memory limit and the node's available memory.
 //! - [`doctor`]: will the model run on these GPUs with this engine (`ferry doctor`, `--preflight`).
