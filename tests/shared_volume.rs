@@ -496,7 +496,11 @@ fn warm_picks_its_reader_count_from_the_storage() {
             .args(extra)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     };
     // Through the FUSE mount: network storage, so more readers than on a local disk.
@@ -506,7 +510,10 @@ fn warm_picks_its_reader_count_from_the_storage() {
     // The backing directory itself is local (a temp dir).
     let r = warm(&vol.backing, &[]);
     assert!(r["jobs"].as_u64().unwrap() <= 8, "{r}");
-    assert!(!r["jobs_reason"].as_str().unwrap().contains("network"), "{r}");
+    assert!(
+        !r["jobs_reason"].as_str().unwrap().contains("network"),
+        "{r}"
+    );
     // A count given on the command line wins.
     let r = warm(vol.node(0), &["--jobs", "3"]);
     assert_eq!(r["jobs"], 3, "{r}");

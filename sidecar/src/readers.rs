@@ -104,10 +104,13 @@ fn rotational(dev: u64) -> bool {
     if device.contains("/virtio") || device.contains("/xvd") || device.contains("/vbd-") {
         return false;
     }
-    [format!("{base}/queue/rotational"), format!("{base}/../queue/rotational")]
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
-        .is_some_and(|s| s.trim() == "1")
+    [
+        format!("{base}/queue/rotational"),
+        format!("{base}/../queue/rotational"),
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .is_some_and(|s| s.trim() == "1")
 }
 
 #[cfg(test)]
