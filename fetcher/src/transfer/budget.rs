@@ -18,6 +18,8 @@ pub struct Budget {
     sem: Arc<Semaphore>,
     debt: Arc<AtomicUsize>,
     max: usize,
+    /// The count the controller allows now (`max` without a controller).
+    usable: Arc<AtomicUsize>,
     health: Arc<Health>,
 }
 
@@ -40,12 +42,24 @@ impl Budget {
             sem: Arc::new(Semaphore::new(max)),
             debt: Arc::new(AtomicUsize::new(0)),
             max,
+            usable: Arc::new(AtomicUsize::new(max)),
             health: Arc::default(),
         }
     }
 
     pub fn max(&self) -> usize {
         self.max
+    }
+
+    /// How many connections the controller allows now.
+    pub fn usable(&self) -> usize {
+        self.usable.load(Ordering::SeqCst)
+    }
+
+    /// Permits free right now (all usable ones, while no range holds any).
+    #[cfg(test)]
+    pub fn available(&self) -> usize {
+        self.sem.available_permits()
     }
 
     /// A place in the budget; Err once the budget is closed.
@@ -98,12 +112,15 @@ impl Budget {
 
     /// The controller's handle, starting at `start` usable permits.
     pub fn limit(&self, start: usize) -> Limit {
-        Limit::new(
+        let mut l = Limit::new(
             Arc::clone(&self.sem),
             Arc::clone(&self.debt),
             self.max,
             start,
-        )
+        );
+        l.usable = Arc::clone(&self.usable);
+        l.usable.store(l.current, Ordering::SeqCst);
+        l
     }
 }
 
@@ -115,6 +132,8 @@ pub struct Limit {
     /// Permits still to take away: by [`Limit::settle`] as they become free, or by a request
     /// that held one (a range giving it up while it sleeps in backoff).
     debt: Arc<AtomicUsize>,
+    /// `current`, for the scheduler to read.
+    usable: Arc<AtomicUsize>,
 }
 
 impl Limit {
@@ -125,6 +144,7 @@ impl Limit {
             max,
             current: max,
             debt,
+            usable: Arc::new(AtomicUsize::new(max)),
         };
         l.set(start);
         l
@@ -151,6 +171,7 @@ impl Limit {
             self.debt.fetch_add(self.current - n, Ordering::SeqCst);
         }
         self.current = n;
+        self.usable.store(n, Ordering::SeqCst);
         self.settle();
     }
 

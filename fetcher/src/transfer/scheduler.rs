@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +38,8 @@ pub struct Scheduler {
     sched: Mutex<Sched>,
     wake: Notify,
     failed: Mutex<Option<Error>>,
+    /// Ranges between their first request and their end, sleeping ones included.
+    ranges_started: AtomicUsize,
 }
 
 struct Sched {
@@ -73,6 +76,7 @@ impl Scheduler {
             }),
             wake: Notify::new(),
             failed: Mutex::new(None),
+            ranges_started: AtomicUsize::new(0),
             opts,
             meter,
             publisher,
@@ -145,6 +149,14 @@ impl Scheduler {
             if self.meter.stopped() {
                 return;
             }
+            // Ranges started (in flight, or asleep in backoff without a connection) stay within
+            // twice the count the controller allows now, not twice its ceiling: against a
+            // throttling server every range asleep wakes to one more rejected request.
+            while self.ranges_started.load(Ordering::SeqCst) >= 2 * self.ctx.budget.usable()
+                && !self.meter.stopped()
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             let Ok(permit) = self.ctx.budget.acquire().await else {
                 return;
             };
@@ -168,7 +180,9 @@ impl Scheduler {
                 continue;
             };
             let mut permit = Some(permit);
+            self.ranges_started.fetch_add(1, Ordering::SeqCst);
             let result = fetch_range(&self.ctx, &job, start, end, &mut permit).await;
+            self.ranges_started.fetch_sub(1, Ordering::SeqCst);
             drop(permit);
             match result {
                 Ok(()) => {
