@@ -82,23 +82,7 @@ pub async fn control(meter: Arc<Meter>, mut limit: Limit) {
         }
         let n = limit.current();
         if throttled {
-            // A return that is throttled goes straight back to the count that was clean (not
-            // down by halves from the old level, each half another burst of rejections).
-            let to = match restored.take() {
-                Some(clean) => {
-                    failed_restores += 1;
-                    if failed_restores >= RESTORES {
-                        before_storm = None;
-                    }
-                    clean
-                }
-                None => {
-                    if failed_restores < RESTORES {
-                        before_storm.get_or_insert(n);
-                    }
-                    n / 2
-                }
-            };
+            let to = after_throttle(n, &mut restored, &mut before_storm, &mut failed_restores);
             limit.set(to);
             tracing::debug!(
                 "connections: rate limited at {n}, down to {}",
@@ -158,6 +142,32 @@ pub async fn control(meter: Arc<Meter>, mut limit: Limit) {
                     settled_at.get_or_insert_with(tokio::time::Instant::now);
                 }
             }
+        }
+    }
+}
+
+/// Where a count `n` the server throttled goes: a return on trial (`restored`) straight back to
+/// the count that was clean, not down by halves from the old level (each half another burst
+/// of rejections); any other count to half, remembering the level before the storm.
+fn after_throttle(
+    n: usize,
+    restored: &mut Option<usize>,
+    before_storm: &mut Option<usize>,
+    failed_restores: &mut u32,
+) -> usize {
+    match restored.take() {
+        Some(clean) => {
+            *failed_restores += 1;
+            if *failed_restores >= RESTORES {
+                *before_storm = None;
+            }
+            clean
+        }
+        None => {
+            if *failed_restores < RESTORES {
+                before_storm.get_or_insert(n);
+            }
+            n / 2
         }
     }
 }

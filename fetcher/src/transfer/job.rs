@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -103,6 +104,36 @@ impl FileJob {
 }
 
 impl FileJob {
+    /// Feeds the hasher every byte from where it stopped up to the end of the contiguous prefix
+    /// that has landed (which may grow while it reads), reading them back with `buf`.
+    pub(super) fn hash_landed(
+        &self,
+        guard: &mut tokio::sync::OwnedMutexGuard<HashState>,
+        file: &std::fs::File,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        loop {
+            let upto = guard.upto;
+            let until = self
+                .state
+                .lock()
+                .map(|s| s.done.contiguous_from(upto))
+                .unwrap_or(upto);
+            if until <= upto {
+                return Ok(());
+            }
+            let mut at = upto;
+            while at < until {
+                let n = ((until - at) as usize).min(buf.len());
+                file.read_exact_at(&mut buf[..n], at)
+                    .map_err(|e| Error::io(&self.partial_path, e))?;
+                guard.hasher.update(&buf[..n]);
+                at += n as u64;
+            }
+            guard.upto = until;
+        }
+    }
+
     /// Stops this piece at `end` (a dynamic Job's claim was split, `pipeline::claims`): pending
     /// chunks from `end` on are dropped and one straddling it is shortened; chunks already
     /// started run to their end. Only for pieces (`!whole`): a whole file must be fetched whole.

@@ -2,7 +2,6 @@
 //! second, in-order hashing as ranges land, and publish on a verified hash.
 
 use std::collections::VecDeque;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,7 +10,7 @@ use tokio::sync::Notify;
 
 use super::budget::Budget;
 use super::buffers::BufferPool;
-use super::job::{chunks, FileJob, HashState};
+use super::job::{chunks, FileJob};
 use super::journal::{Journal, RangeSet};
 use super::range::{fetch_range, RangeCtx, WRITE_BUF};
 use super::{controller, Publish, TransferOptions};
@@ -394,7 +393,7 @@ impl Scheduler {
         tokio::task::spawn_blocking(move || -> Result<()> {
             let mut guard = guard;
             let mut buf = pool.take();
-            let hashed = hash_landed(&mut guard, &j, &file, &mut buf);
+            let hashed = j.hash_landed(&mut guard, &file, &mut buf);
             pool.give(buf);
             hashed
         })
@@ -478,35 +477,5 @@ impl Scheduler {
         st.pending = chunks(job.remote.size, self.opts.chunk_size).into();
         st.finalizing = false;
         Ok(())
-    }
-}
-
-/// Feeds the hasher every byte from where it stopped up to the end of the contiguous prefix
-/// that has landed (which may grow while it reads), reading them back with `buf`.
-fn hash_landed(
-    guard: &mut tokio::sync::OwnedMutexGuard<HashState>,
-    j: &FileJob,
-    file: &std::fs::File,
-    buf: &mut [u8],
-) -> Result<()> {
-    loop {
-        let upto = guard.upto;
-        let until = j
-            .state
-            .lock()
-            .map(|s| s.done.contiguous_from(upto))
-            .unwrap_or(upto);
-        if until <= upto {
-            return Ok(());
-        }
-        let mut at = upto;
-        while at < until {
-            let n = ((until - at) as usize).min(buf.len());
-            file.read_exact_at(&mut buf[..n], at)
-                .map_err(|e| Error::io(&j.partial_path, e))?;
-            guard.hasher.update(&buf[..n]);
-            at += n as u64;
-        }
-        guard.upto = until;
     }
 }
