@@ -75,7 +75,7 @@ SCENARIO_NOTES = {
 
 ALL_TOOLS = ["ferry", "ferry-c16", "ferry-64MiB", "hf", "hf_transfer", "modelscope", "aria2c"]
 TOOL_NOTES = {
-    "ferry": "`ferry fetch --chunk-size C` (adaptive connections: starts at 8, doubles every 1.25 s while it pays, up to 128 (fewer when memory is short), halves on 429/503)",
+    "ferry": "`ferry fetch --chunk-size C` (adaptive connections: starts at 8, doubles while it pays (every 0.65 s at first, then every 1.25 s), up to 128 (fewer when memory is short), halves on 429/503)",
     "ferry-c16": "`ferry fetch --chunk-size C --connections 16` (fixed count, no ramp-up)",
     "ferry-64MiB": "`ferry fetch` with every default (64 MiB ranges: one request per shard of the main model "
                    "at its default size)",
